@@ -1,0 +1,28 @@
+"""Orbax save and restore of the train state; the data position is the step (batches are f(seed, step)).
+
+Parameters and optimizer state are separate items, so `encode` and exports restore the parameters alone.
+"""
+
+from pathlib import Path
+
+import orbax.checkpoint as ocp
+
+
+def manager(run_dir: Path) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    return ocp.CheckpointManager(Path(run_dir).absolute() / "checkpoints", options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, params, opt_state) -> None:
+    """Start writing step `step`; orbax copies to host first, so the caller may donate the buffers after."""
+    mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                            opt_state=ocp.args.StandardSave(opt_state)))
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, abstract_params, abstract_opt_state=None):
+    """(params, opt_state) of `step`, shaped like the abstract trees; opt_state is None if not asked for."""
+    items = {"params": ocp.args.StandardRestore(abstract_params)}
+    if abstract_opt_state is not None:
+        items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+    restored = mngr.restore(step, args=ocp.args.Composite(**items))
+    return restored["params"], restored.get("opt_state") if abstract_opt_state is not None else None

@@ -1,0 +1,256 @@
+"""Frozen configuration dataclasses, one per concern, plus the named presets and `--set` overrides.
+
+Model fields use the names of Hugging Face `BertConfig`, so `config.json` maps one to one onto it.
+Scaling from the book's toy to BERT-Large is a change of preset and nothing else:
+
+    cfg = preset("bert-base")
+    cfg = override(cfg, ["train.steps=200", "optim.learning_rate=3e-4"])
+"""
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+from jaxbert.errors import JaxbertError
+
+ACTIVATIONS = ("relu", "gelu")
+SCHEDULES = ("constant", "linear")
+
+
+def _positive(obj, *names: str) -> None:
+    section = type(obj).__name__.removesuffix("Config").lower()
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise JaxbertError(f"{section}.{name}={getattr(obj, name)} must be positive")
+
+
+def _probability(obj, *names: str) -> None:
+    section = type(obj).__name__.removesuffix("Config").lower()
+    for name in names:
+        if not 0.0 <= getattr(obj, name) < 1.0:
+            raise JaxbertError(f"{section}.{name}={getattr(obj, name)} must lie in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """The encoder and its two pretraining heads (names as in `transformers.BertConfig`)."""
+
+    vocab_size: int = 0  # 0 = take it from the tokenizer when the run is built
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    tie_word_embeddings: bool = True  # MLM decoder shares the token embedding matrix
+
+    def __post_init__(self):
+        _positive(self, "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                  "max_position_embeddings", "type_vocab_size")
+        if self.vocab_size < 0:
+            raise JaxbertError(f"model.vocab_size={self.vocab_size} is negative; use 0 (from the tokenizer) or a size")
+        if self.hidden_size % self.num_attention_heads:
+            raise JaxbertError(
+                f"model.hidden_size={self.hidden_size} is not divisible by model.num_attention_heads="
+                f"{self.num_attention_heads}; choose a number of heads that divides the hidden size")
+        if self.hidden_act not in ACTIVATIONS:
+            raise JaxbertError(f"model.hidden_act={self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
+        _probability(self, "hidden_dropout_prob", "attention_probs_dropout_prob")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """How sentence pairs are cut, tokenized and masked (the book's semantics)."""
+
+    max_len: int = 128  # T: <cls> A <sep> B <sep> plus padding
+    mask_prob: float = 0.15  # share of tokens predicted by MLM
+    max_predictions: int = 0  # P; 0 = round(mask_prob * max_len), as the book does
+    min_freq: int = 5  # word-level vocabulary: keep words seen at least this often
+    seed: int = 0  # paragraph shuffle, NSP negatives, masking, epoch order
+
+    def __post_init__(self):
+        _positive(self, "min_freq")
+        if self.max_len < 5:
+            raise JaxbertError(f"data.max_len={self.max_len} cannot hold <cls> A <sep> B <sep>; use at least 5")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise JaxbertError(f"data.mask_prob={self.mask_prob} must lie strictly between 0 and 1")
+        if self.max_predictions < 0:
+            raise JaxbertError(f"data.max_predictions={self.max_predictions} is negative; use 0 for automatic")
+
+    @property
+    def num_predictions(self) -> int:
+        """P, the fixed width of the masked fields."""
+        return self.max_predictions or max(1, round(self.mask_prob * self.max_len))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """Adam(W) with linear warmup, then constant or linear decay to zero."""
+
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    schedule: str = "linear"
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-6
+    weight_decay: float = 0.01  # 0 = plain Adam; biases and LayerNorm are never decayed
+    clip_norm: float = 1.0  # global gradient-norm clip; 0 = off
+
+    def __post_init__(self):
+        if not self.learning_rate > 0:
+            raise JaxbertError(f"optim.learning_rate={self.learning_rate} must be positive")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip_norm < 0:
+            raise JaxbertError("optim.warmup_steps, optim.weight_decay and optim.clip_norm must not be negative")
+        if self.schedule not in SCHEDULES:
+            raise JaxbertError(f"optim.schedule={self.schedule!r} is not supported; use one of {SCHEDULES}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """The loop: how long, how big a batch, and how often to log, evaluate and checkpoint."""
+
+    steps: int = 1000
+    batch_size: int = 256  # B, sentence pairs per step
+    seed: int = 0  # parameter init and dropout
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 4  # held-out batches per evaluation (0 = no evaluation)
+    checkpoint_every: int = 500  # a checkpoint is also written at the last step
+
+    def __post_init__(self):
+        _positive(self, "steps", "batch_size", "log_every", "eval_every", "checkpoint_every")
+        if self.eval_batches < 0:
+            raise JaxbertError(f"train.eval_batches={self.eval_batches} is negative; use 0 to skip evaluation")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything a run needs; written as `config.json` into the run directory."""
+
+    preset: str = "custom"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        if self.data.max_len > self.model.max_position_embeddings:
+            raise JaxbertError(
+                f"data.max_len={self.data.max_len} exceeds model.max_position_embeddings="
+                f"{self.model.max_position_embeddings}; lower one or raise the other")
+        if self.data.num_predictions > self.data.max_len - 3:
+            raise JaxbertError(f"data.max_predictions={self.data.num_predictions} exceeds the "
+                               f"{self.data.max_len - 3} word positions of data.max_len={self.data.max_len}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        sections = {f.name: f.type for f in dataclasses.fields(cls) if f.name != "preset"}
+        unknown = set(d) - set(sections) - {"preset"}
+        if unknown:
+            raise JaxbertError(f"config has unknown sections {sorted(unknown)}; expected {sorted(sections)}")
+        kwargs = {}
+        for name, section_cls in sections.items():
+            valid = {f.name for f in dataclasses.fields(section_cls)}
+            extra = set(d.get(name, {})) - valid
+            if extra:
+                raise JaxbertError(f"config section {name!r} has unknown fields {sorted(extra)}")
+            kwargs[name] = section_cls(**d.get(name, {}))
+        return cls(preset=d.get("preset", "custom"), **kwargs)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Config":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as e:
+            raise JaxbertError(f"cannot read config {path}: {e}; is this a jaxbert run directory?") from None
+
+
+def _model(layers: int, hidden: int, ffn: int, heads: int, **kw) -> ModelConfig:
+    return ModelConfig(num_hidden_layers=layers, hidden_size=hidden, intermediate_size=ffn,
+                       num_attention_heads=heads, **kw)
+
+
+# The book's pretraining run (d2l, "Pretraining BERT"): 2 layers, 128 hidden, 256 FFN, 2 heads, dropout 0.2,
+# ReLU, an untied MLM decoder, 512 sentence pairs of at most 64 tokens, Adam without weight decay.
+_D2L_TINY = Config(
+    preset="d2l-tiny",
+    model=_model(2, 128, 256, 2, hidden_act="relu", hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2,
+                 tie_word_embeddings=False, layer_norm_eps=1e-6),
+    data=DataConfig(max_len=64),
+    optim=OptimConfig(learning_rate=1e-4, warmup_steps=0, schedule="constant", weight_decay=0.0, clip_norm=0.0,
+                      eps=1e-8),
+    train=TrainConfig(steps=120, batch_size=512, log_every=5, eval_every=20, eval_batches=2, checkpoint_every=60),
+)
+
+
+def _bert(layers: int, hidden: int, heads: int) -> Config:
+    # Google's BERT recipe (phase 1): sequence 128, AdamW 1e-4, weight decay 0.01, 10k warmup steps.
+    return Config(preset="custom", model=_model(layers, hidden, 4 * hidden, heads), data=DataConfig(max_len=128),
+                  optim=OptimConfig(warmup_steps=10_000), train=TrainConfig(steps=1_000_000, batch_size=256))
+
+
+PRESETS: dict[str, Config] = {
+    "d2l-tiny": _D2L_TINY,
+    # Google's compact BERTs (Turc et al. 2019): FFN = 4 x hidden, one head per 64 hidden units.
+    "bert-tiny": _bert(2, 128, 2),
+    "bert-mini": _bert(4, 256, 4),
+    "bert-small": _bert(4, 512, 8),
+    "bert-medium": _bert(8, 512, 8),
+    "bert-base": _bert(12, 768, 12),
+    "bert-large": _bert(24, 1024, 16),
+}
+PRESETS = {name: dataclasses.replace(cfg, preset=name) for name, cfg in PRESETS.items()}
+
+
+def preset(name: str) -> Config:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise JaxbertError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def override(cfg: Config, assignments: list[str]) -> Config:
+    """Apply `section.field=value` strings, each value parsed as its field's type."""
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        section_name, dot, field_name = key.strip().partition(".")
+        sections = [f.name for f in dataclasses.fields(cfg) if f.name != "preset"]
+        if not sep or not dot or section_name not in sections:
+            raise JaxbertError(f"--set {assignment!r} is not section.field=value with section one of {sections}")
+        section = getattr(cfg, section_name)
+        hints = typing.get_type_hints(type(section))
+        if field_name not in hints:
+            raise JaxbertError(f"--set {assignment!r}: {section_name} has no field {field_name!r}; "
+                               f"fields are {', '.join(hints)}")
+        value = _parse(raw.strip(), hints[field_name], assignment)
+        cfg = dataclasses.replace(cfg, **{section_name: dataclasses.replace(section, **{field_name: value})})
+    return cfg
+
+
+def _parse(raw: str, kind: type, assignment: str):
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return raw.lower() in ("true", "1")
+        if kind is int:
+            return int(float(raw)) if float(raw).is_integer() else int(raw)
+        return kind(raw)
+    except ValueError:
+        raise JaxbertError(f"--set {assignment!r}: {raw!r} is not a valid {kind.__name__}") from None

@@ -1,0 +1,100 @@
+"""Read corpora into paragraphs of sentences; find, download and verify WikiText-2.
+
+WikiText-2 is looked for, in order, in the folder given (`--data DIR`), in `$JAXBERT_DATA`, and in the cache
+(`$JAXBERT_CACHE`, default `~/.cache/jaxbert`); only if none has it is `wikitext-2-v1.zip` downloaded once into
+the cache, its SHA-1 checked before anything is unpacked.
+"""
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from jaxbert.errors import JaxbertError
+
+WIKITEXT2_URL = "https://d2l-data.s3-accelerate.amazonaws.com/wikitext-2-v1.zip"
+WIKITEXT2_SHA1 = "3c914d17d80b1459be871a5039ac23e752a53cbe"
+WIKITEXT2_FILES = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("JAXBERT_CACHE") or Path.home() / ".cache" / "jaxbert")
+
+
+def _wikitext_folder(root: Path) -> Path | None:
+    """The folder holding the three split files: `root` itself or its `wikitext-2/` child."""
+    for candidate in (root, root / "wikitext-2"):
+        if (candidate / WIKITEXT2_FILES[0]).is_file():
+            return candidate
+    return None
+
+
+def locate_wikitext2(data: str | Path | None = None, *, url: str = WIKITEXT2_URL,
+                     sha1: str = WIKITEXT2_SHA1) -> Path:
+    """Return the folder with `wiki.{train,valid,test}.tokens`, downloading it only as a last resort."""
+    explicit = data or os.environ.get("JAXBERT_DATA")
+    if explicit:
+        root = Path(explicit).expanduser()
+        if not root.is_dir():
+            raise JaxbertError(f"data folder {root} does not exist; pass the folder that holds wiki.train.tokens")
+        folder = _wikitext_folder(root)
+        if folder is None:
+            raise JaxbertError(f"no wiki.train.tokens in {root} or {root / 'wikitext-2'}; pass the folder of the "
+                               "unpacked wikitext-2-v1.zip, or leave --data out to download it")
+        return folder
+    return _wikitext_folder(cache_dir()) or download_wikitext2(cache_dir(), url=url, sha1=sha1)
+
+
+def download_wikitext2(dest: Path, *, url: str = WIKITEXT2_URL, sha1: str = WIKITEXT2_SHA1) -> Path:
+    """Download the archive, verify its SHA-1, unpack into `dest/wikitext-2`; leave nothing behind on failure."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp:
+        archive = Path(tmp) / "wikitext-2-v1.zip"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, archive.open("wb") as out:
+                shutil.copyfileobj(response, out)
+        except (urllib.error.URLError, OSError) as e:
+            raise JaxbertError(f"cannot download WikiText-2 from {url} ({e}); "
+                               "download wikitext-2-v1.zip yourself, unzip it and pass --data DIR") from None
+        digest = hashlib.sha1(archive.read_bytes()).hexdigest()
+        if digest != sha1:
+            raise JaxbertError(f"downloaded {url} has SHA-1 {digest}, expected {sha1}; the file is corrupt or "
+                               "not WikiText-2 v1: try again, or pass --data DIR with the unpacked archive")
+        try:
+            with zipfile.ZipFile(archive) as z:
+                z.extractall(tmp)
+        except zipfile.BadZipFile as e:
+            raise JaxbertError(f"downloaded {url} is not a valid zip archive ({e})") from None
+        unpacked = _wikitext_folder(Path(tmp))
+        if unpacked is None:
+            raise JaxbertError(f"archive from {url} holds no wikitext-2/wiki.train.tokens")
+        target = dest / "wikitext-2"
+        if target.exists():
+            shutil.rmtree(target)
+        unpacked.rename(target)  # same file system: the folder appears whole or not at all
+    return target
+
+
+def read_wiki_paragraphs(path: Path) -> list[list[str]]:
+    """The book's `_read_wiki`: lower-cased lines with at least two sentences, split on ' . '.
+
+    As in the book, the test runs on the raw line, so a single sentence ending in " . " passes it: such a
+    paragraph yields no pair of its own but can supply random second sentences.
+
+    Paragraph order is kept; shuffling is the example generator's job (it owns the random state).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JaxbertError(f"corpus file {path} does not exist; check --data")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise JaxbertError(f"{path} is not UTF-8 text (byte {e.start}); give a UTF-8 WikiText file") from None
+    if not any(line.strip() for line in lines):
+        raise JaxbertError(f"corpus file {path} is empty; give a WikiText file with text in it")
+    return [line.strip().lower().split(" . ") for line in lines if len(line.split(" . ")) >= 2]

@@ -1,0 +1,29 @@
+"""MLM and NSP losses and accuracies as pure functions of (logits, labels, weights).
+
+The MLM loss is the cross-entropy averaged over real predictions (weight 1), the NSP loss the mean over the
+batch, and the pretraining loss their sum, as in the book.
+"""
+
+import jax.numpy as jnp
+import optax
+
+
+def mlm_metrics(logits, labels, weights) -> dict:
+    """logits (B, P, V), labels (B, P) int, weights (B, P) in {0, 1}."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)  # (B, P)
+    total = jnp.maximum(weights.sum(), 1.0)
+    correct = (logits.argmax(-1) == labels).astype(jnp.float32)
+    return {"mlm_loss": (ce * weights).sum() / total, "mlm_acc": (correct * weights).sum() / total}
+
+
+def nsp_metrics(logits, labels) -> dict:
+    """logits (B, 2), labels (B,) int."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    return {"nsp_loss": ce.mean(), "nsp_acc": (logits.argmax(-1) == labels).astype(jnp.float32).mean()}
+
+
+def pretraining_metrics(mlm_logits, nsp_logits, batch) -> dict:
+    m = mlm_metrics(mlm_logits, batch["masked_ids"], batch["masked_weights"])
+    m |= nsp_metrics(nsp_logits, batch["nsp_labels"])
+    m["loss"] = m["mlm_loss"] + m["nsp_loss"]
+    return m

@@ -1,0 +1,133 @@
+"""The whole BERT in one file: embeddings, post-LayerNorm encoder, pooler, MLM and NSP heads (Flax NNX).
+
+The architecture is `transformers.BertForPreTraining`'s, parameter for parameter, so a run exports to it
+exactly; the book's d2l-tiny is this model with ReLU and an untied MLM decoder. Module names follow the
+Hugging Face ones (`embeddings.word_embeddings`, `layers[i].attention.query`, `mlm.transform`, ...).
+
+Shape legend:
+    B batch   T sequence   D hidden   N heads   H head dim (D = N*H)   F FFN   V vocab   P predictions
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxbert.config import ModelConfig
+
+ACTIVATIONS = {"relu": jax.nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False)}  # HF "gelu" is erf
+
+
+def _dense(cfg: ModelConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(d_in, d_out, kernel_init=nnx.initializers.normal(cfg.initializer_range), rngs=rngs)
+
+
+def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps, rngs=rngs)
+
+
+class Embeddings(nnx.Module):
+    """Token + segment + learned position embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        init = nnx.initializers.normal(cfg.initializer_range)
+        self.word_embeddings = nnx.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init, rngs=rngs)
+        self.position_embeddings = nnx.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=init,
+                                             rngs=rngs)
+        self.token_type_embeddings = nnx.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
+                                               rngs=rngs)
+        self.layer_norm = _layer_norm(cfg, rngs)
+        self.dropout = nnx.Dropout(cfg.hidden_dropout_prob)
+
+    def __call__(self, input_ids, segment_ids, *, deterministic: bool, rngs: nnx.Rngs | None):
+        t = input_ids.shape[1]
+        x = (self.word_embeddings(input_ids) + self.token_type_embeddings(segment_ids)
+             + self.position_embeddings(jnp.arange(t))[None])  # (B, T, D)
+        return self.dropout(self.layer_norm(x), deterministic=deterministic, rngs=rngs)
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention over the first `valid_len` keys, then dense, dropout, residual, LayerNorm."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d = cfg.hidden_size
+        self.num_heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
+        self.query, self.key, self.value = (_dense(cfg, d, d, rngs) for _ in range(3))
+        self.output = _dense(cfg, d, d, rngs)
+        self.layer_norm = _layer_norm(cfg, rngs)
+        self.attention_dropout = nnx.Dropout(cfg.attention_probs_dropout_prob)
+        self.dropout = nnx.Dropout(cfg.hidden_dropout_prob)
+
+    def __call__(self, x, key_mask, *, deterministic: bool, rngs: nnx.Rngs | None):
+        b, t, _ = x.shape
+        split = lambda y: y.reshape(b, t, self.num_heads, self.head_dim)  # (B, T, D) -> (B, T, N, H)
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(x.dtype)  # (B, N, T, T)
+        scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
+        probs = self.attention_dropout(jax.nn.softmax(scores, axis=-1), deterministic=deterministic, rngs=rngs)
+        context = jnp.einsum("bnts,bsnh->btnh", probs, v).reshape(b, t, -1)  # (B, T, D)
+        out = self.dropout(self.output(context), deterministic=deterministic, rngs=rngs)
+        return self.layer_norm(out + x)
+
+
+class Layer(nnx.Module):
+    """One post-LayerNorm transformer block: attention, then the position-wise FFN with its own residual."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.attention = Attention(cfg, rngs)
+        self.intermediate = _dense(cfg, cfg.hidden_size, cfg.intermediate_size, rngs)  # D -> F
+        self.output = _dense(cfg, cfg.intermediate_size, cfg.hidden_size, rngs)  # F -> D
+        self.layer_norm = _layer_norm(cfg, rngs)
+        self.dropout = nnx.Dropout(cfg.hidden_dropout_prob)
+        self.act = ACTIVATIONS[cfg.hidden_act]
+
+    def __call__(self, x, key_mask, *, deterministic: bool, rngs: nnx.Rngs | None):
+        x = self.attention(x, key_mask, deterministic=deterministic, rngs=rngs)
+        y = self.output(self.act(self.intermediate(x)))
+        return self.layer_norm(self.dropout(y, deterministic=deterministic, rngs=rngs) + x)
+
+
+class MLMHead(nnx.Module):
+    """dense -> activation -> LayerNorm -> decoder to V, run only on the P gathered positions."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        self.transform = _dense(cfg, cfg.hidden_size, cfg.hidden_size, rngs)
+        self.layer_norm = _layer_norm(cfg, rngs)
+        self.act = ACTIVATIONS[cfg.hidden_act]
+        # A tied decoder reuses the word embeddings (passed in at call time); an untied one owns its (D, V).
+        self.decoder = None if cfg.tie_word_embeddings else nnx.Param(
+            nnx.initializers.normal(cfg.initializer_range)(rngs.params(), (cfg.hidden_size, cfg.vocab_size)))
+        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,)))
+
+    def __call__(self, h, word_embeddings):
+        h = self.layer_norm(self.act(self.transform(h)))  # (B, P, D)
+        kernel = word_embeddings.T if self.decoder is None else self.decoder[...]  # (D, V)
+        return h @ kernel + self.bias[...]  # (B, P, V)
+
+
+class BertForPreTraining(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        if cfg.vocab_size <= 0:
+            raise ValueError("ModelConfig.vocab_size must be set (from the tokenizer) before building the model")
+        self.embeddings = Embeddings(cfg, rngs)
+        self.layers = nnx.List([Layer(cfg, rngs) for _ in range(cfg.num_hidden_layers)])
+        self.pooler = _dense(cfg, cfg.hidden_size, cfg.hidden_size, rngs)
+        self.mlm = MLMHead(cfg, rngs)
+        self.nsp = _dense(cfg, cfg.hidden_size, 2, rngs)
+
+    def encode(self, input_ids, segment_ids, valid_lens, *, deterministic: bool = True,
+               rngs: nnx.Rngs | None = None):
+        """Contextual vectors (B, T, D); positions at or past `valid_lens` are attended by no one."""
+        key_mask = jnp.arange(input_ids.shape[1])[None, :] < valid_lens[:, None]  # (B, T)
+        x = self.embeddings(input_ids, segment_ids, deterministic=deterministic, rngs=rngs)
+        for layer in self.layers:
+            x = layer(x, key_mask, deterministic=deterministic, rngs=rngs)
+        return x
+
+    def __call__(self, input_ids, segment_ids, valid_lens, masked_positions, *, deterministic: bool = True,
+                 rngs: nnx.Rngs | None = None):
+        """(encoded (B, T, D), MLM logits (B, P, V), NSP logits (B, 2))."""
+        x = self.encode(input_ids, segment_ids, valid_lens, deterministic=deterministic, rngs=rngs)
+        gathered = jnp.take_along_axis(x, masked_positions[..., None], axis=1)  # (B, P, D)
+        mlm_logits = self.mlm(gathered, self.embeddings.word_embeddings.embedding[...])
+        pooled = jnp.tanh(self.pooler(x[:, 0]))  # (B, D), the <cls> vector
+        return x, mlm_logits, self.nsp(pooled)

@@ -1,0 +1,71 @@
+"""What a run shows: the progress bar, `metrics.jsonl`, the loss plot and the closing summary lines."""
+
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+
+class Reporter:
+    """Appends metrics rows, redraws the plot, and keeps the throughput of each logged interval."""
+
+    def __init__(self, metrics_path: Path, plot_path: Path, *, total_steps: int, start_step: int):
+        self.metrics_path, self.plot_path = Path(metrics_path), Path(plot_path)
+        self.rows = self._read_until(start_step)
+        self.rates: list[float] = []  # sentence pairs/s of each logged interval after the first
+        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+
+    def _read_until(self, step: int) -> list[dict]:
+        """Rows of an earlier attempt up to the resumed step; later ones are dropped (they will be redone)."""
+        if not self.metrics_path.exists():
+            return []
+        rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r["step"] <= step]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return rows
+
+    def train(self, step: int, metrics: dict, pairs_per_sec: float, *, first_interval: bool) -> None:
+        if not first_interval:  # the first interval includes compilation
+            self.rates.append(pairs_per_sec)
+        self._write({"step": step, "split": "train", **metrics, "pairs_per_sec": pairs_per_sec})
+        self.bar.set_postfix(mlm=f"{metrics['mlm_loss']:.3f}", nsp=f"{metrics['nsp_loss']:.3f}")
+
+    def eval(self, step: int, metrics: dict) -> None:
+        self._write({"step": step, "split": "eval", **metrics})
+        self.bar.write(f"step {step}: held-out MLM loss {metrics['mlm_loss']:.3f} (acc {metrics['mlm_acc']:.3f}), "
+                       f"NSP loss {metrics['nsp_loss']:.3f} (acc {metrics['nsp_acc']:.3f})")
+        self.plot()
+
+    def _write(self, row: dict) -> None:
+        row = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
+        self.rows.append(row)
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def plot(self) -> None:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for ax, name in zip(axes, ("mlm", "nsp")):
+            for split, style in (("train", "-"), ("eval", "o--")):
+                rows = [r for r in self.rows if r["split"] == split]
+                if rows:
+                    ax.plot([r["step"] for r in rows], [r[f"{name}_loss"] for r in rows], style,
+                            label="held-out" if split == "eval" else split)
+            ax.set(title=f"{name.upper()} loss", xlabel="step", ylabel="loss")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.plot_path, dpi=100)
+        plt.close(fig)
+
+    def summary(self, devices) -> list[str]:
+        """The book's two closing lines, from the last logged training interval and the median throughput."""
+        self.bar.close()
+        last = next(r for r in reversed(self.rows) if r["split"] == "train")
+        rates = self.rates or [last["pairs_per_sec"]]
+        return [f"MLM loss {last['mlm_loss']:.3f}, NSP loss {last['nsp_loss']:.3f}",
+                f"{statistics.median(rates):.1f} sentence pairs/sec on {devices}"]

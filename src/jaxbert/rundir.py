@@ -1,0 +1,67 @@
+"""What a run directory holds, and the rules for starting, resuming or overwriting one.
+
+    RUN_DIR/config.json      the full Config
+    RUN_DIR/tokenizer.json   the tokenizer (Hugging Face `tokenizers` format)
+    RUN_DIR/checkpoints/     orbax checkpoints, one folder per saved step
+    RUN_DIR/metrics.jsonl    one JSON object per logged step (train) or evaluation (eval)
+    RUN_DIR/loss.png         the MLM and NSP loss curves
+"""
+
+import shutil
+from pathlib import Path
+
+from jaxbert.errors import JaxbertError
+
+CONFIG, TOKENIZER, CHECKPOINTS, METRICS, PLOT = "config.json", "tokenizer.json", "checkpoints", "metrics.jsonl", \
+    "loss.png"
+RUN_FILES = (CONFIG, TOKENIZER, CHECKPOINTS, METRICS, PLOT)
+
+
+def latest_step(run_dir: Path) -> int | None:
+    """The newest complete checkpoint step, or None (orbax writes to a temporary name, then renames)."""
+    steps = [int(p.name) for p in (Path(run_dir) / CHECKPOINTS).glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(steps, default=None)
+
+
+def claim(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
+    """Make `run_dir` ready; True if an existing run is to be resumed. Refuses to clobber anything."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise JaxbertError("--resume and --overwrite contradict each other; pass one")
+    if not run_dir.exists():
+        if resume:
+            raise JaxbertError(f"--resume: {run_dir} does not exist; drop --resume to start a new run")
+        run_dir.mkdir(parents=True)
+        return False
+    if not run_dir.is_dir():
+        raise JaxbertError(f"{run_dir} is a file, not a directory; choose another --out")
+    contents = list(run_dir.iterdir())
+    is_run = (run_dir / CONFIG).is_file()
+    if contents and not is_run:
+        raise JaxbertError(f"{run_dir} is not empty and holds no jaxbert run; choose a new or empty --out")
+    if resume:
+        if not is_run:
+            raise JaxbertError(f"--resume: {run_dir} holds no run to resume; drop --resume to start one")
+        if latest_step(run_dir) is None:
+            raise JaxbertError(f"--resume: {run_dir} was interrupted before its first checkpoint; "
+                               "start it again with --overwrite")
+        return True
+    if is_run:
+        if not overwrite:
+            raise JaxbertError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+                               "replace it, or choose another --out")
+        for name in RUN_FILES:
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    return False
+
+
+def require_run(run_dir: Path) -> Path:
+    """For readers of a finished run (encode, export): a clear error if `run_dir` is not one."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file() or not (run_dir / TOKENIZER).is_file():
+        raise JaxbertError(f"{run_dir} is not a jaxbert run directory (no {CONFIG} and {TOKENIZER}); "
+                           "pass the --out of a `jaxbert pretrain` run")
+    if latest_step(run_dir) is None:
+        raise JaxbertError(f"{run_dir} has no checkpoint yet; let `jaxbert pretrain` reach its first one")
+    return run_dir

@@ -1,0 +1,44 @@
+"""Shared fixtures: the real data folder, a slice of WikiText-2, a small WikiText-format corpus, tiny configs."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A config small enough to train in seconds on 2 CPU cores (the d2l-tiny architecture, shrunk).
+TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_attention_heads=2",
+        "data.max_len=32", "data.min_freq=2", "train.batch_size=16", "train.log_every=2", "train.eval_every=4",
+        "train.eval_batches=1", "train.checkpoint_every=4", "optim.learning_rate=3e-3"]
+
+
+# `$JAXBERT_DATA` if set (CI points it at ../shared/data), else the shared folder beside the repo; read at
+# import, before the fixture below clears the variable for each test.
+DATA_ROOT = Path(os.environ.get("JAXBERT_DATA") or REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def wikitext_dir() -> Path:
+    folder = DATA_ROOT / "wikitext-2" if (DATA_ROOT / "wikitext-2").is_dir() else DATA_ROOT
+    if not (folder / "wiki.train.tokens").is_file():
+        pytest.fail(f"WikiText-2 not found in {folder}; set JAXBERT_DATA to the shared data folder")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def wikitext_slice(wikitext_dir, tmp_path_factory) -> Path:
+    """The first 3,000 lines of the real training split and 600 of the validation split."""
+    out = tmp_path_factory.mktemp("wikitext-slice")
+    for name, lines in (("wiki.train.tokens", 3000), ("wiki.valid.tokens", 600)):
+        with open(wikitext_dir / name, encoding="utf-8") as f:
+            head = [next(f) for _ in range(lines)]
+        (out / name).write_text("".join(head), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _no_env_data(monkeypatch, tmp_path):
+    """Tests pass data folders explicitly; nothing may fall back to a real download or the user's cache."""
+    monkeypatch.delenv("JAXBERT_DATA", raising=False)
+    monkeypatch.setenv("JAXBERT_CACHE", str(tmp_path / "cache"))

@@ -1,0 +1,161 @@
+"""The command line end to end on a slice of the real WikiText-2, the Python API, and every bad input."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+import jaxbert
+from jaxbert import cli
+
+# The d2l-tiny architecture itself (hidden 128), trained briefly on small batches.
+QUICK = ["--set", "train.steps=4", "--set", "train.batch_size=32", "--set", "train.log_every=2",
+         "--set", "train.eval_every=2", "--set", "train.eval_batches=1"]
+
+
+def jaxbert_cli(capsys, *args):
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def run_dir(wikitext_slice, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert cli.main(["pretrain", "--preset", "d2l-tiny", "--data", str(wikitext_slice), "--out", str(out),
+                     *QUICK]) == 0
+    return out
+
+
+def test_pretrain_writes_a_complete_run(run_dir):
+    assert sorted(p.name for p in run_dir.iterdir()) == \
+        ["checkpoints", "config.json", "loss.png", "metrics.jsonl", "tokenizer.json"]
+    assert (run_dir / "checkpoints" / "4").is_dir()
+
+
+def test_pretrain_prints_the_books_summary(wikitext_slice, tmp_path, capsys):
+    code, out, _ = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", tmp_path / "r", *QUICK)
+    assert code == 0
+    last = out.strip().splitlines()[-2:]
+    assert last[0].startswith("MLM loss ") and ", NSP loss " in last[0]
+    assert last[1].endswith("sentence pairs/sec on [CpuDevice(id=0)]")
+
+
+def test_encode_sentence_and_pair(run_dir, capsys):
+    code, out, _ = jaxbert_cli(capsys, "encode", run_dir, "a crane is flying")
+    assert code == 0
+    # 'crane' may be rarer than min_freq in the slice: then the tokenizer shows it as <unk>, as the book would.
+    assert re.search(r"tokens: <cls> a (crane|<unk>) is flying <sep>\n", out) and "shape: (1, 6, 128)" in out
+    assert re.search(r"\n  2 (crane|<unk>) +\[", out)
+    code, out, _ = jaxbert_cli(capsys, "encode", run_dir, "--pair", "a crane driver came", "he just left")
+    assert code == 0 and "shape: (1, 10, 128)" in out
+    assert re.search(r"tokens: <cls> a \S+ \S+ came <sep> he just left <sep>\n", out)
+
+
+def test_python_api_matches_the_chapter(run_dir):
+    enc = jaxbert.load(run_dir)
+    single = enc.encode(["a", "crane", "is", "flying"])
+    pair = enc.encode(["a", "crane", "driver", "came"], ["he", "just", "left"])
+    assert single.shape == (1, 6, 128) and pair.shape == (1, 10, 128)
+    assert enc.encode("a crane is flying").tolist() == single.tolist()  # a string is split into words
+    # Contextual: 'crane' differs between the two contexts; the model is deterministic at inference.
+    assert abs(float((single[0, 2] - pair[0, 2]).sum())) > 0
+    assert pair.tolist() == enc.encode("a crane driver came", "he just left").tolist()
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_refuses_to_overwrite_a_run_unless_asked(run_dir, wikitext_slice, capsys):
+    before = snapshot(run_dir)
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", run_dir, *QUICK)
+    assert code == 2 and "already holds a run; pass --resume" in err
+    assert snapshot(run_dir) == before
+
+
+def test_resume_of_a_finished_run_says_how_to_extend(run_dir, wikitext_slice, capsys):
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", run_dir, "--resume")
+    assert code == 2 and "already reached step 4" in err and "train.steps=N" in err
+
+
+def test_overwrite_replaces_a_run(wikitext_slice, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", out, *QUICK)[0] == 0
+    code, _, _ = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", out, "--overwrite", *QUICK,
+                             "--set", "train.steps=2")
+    assert code == 0 and sorted(p.name for p in (out / "checkpoints").iterdir()) == ["2"]
+
+
+def corpus_dir(tmp_path, train, valid=None):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    (d / "wiki.train.tokens").write_text(train)
+    (d / "wiki.valid.tokens").write_text(train if valid is None else valid)
+    return d
+
+
+def one_line_error(code, err, *fragments):
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("jaxbert: error: ") and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, err
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--preset", "bert-huge"], ["unknown preset 'bert-huge'"]),
+    (["--set", "train.stepz=3"], ["train has no field 'stepz'"]),
+    (["--set", "train.steps=many"], ["'many' is not a valid int"]),
+    (["--set", "model.num_attention_heads=3"], ["not divisible by model.num_attention_heads=3"]),
+    (["--set", "data.max_len=6"], ["no sentence pair of", "fits in data.max_len=6", "raise data.max_len"]),
+])
+def test_bad_configs(args, fragments, wikitext_slice, tmp_path, capsys):
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", tmp_path / "r", *args)
+    one_line_error(code, err, *fragments)
+    assert not (tmp_path / "r").exists()  # nothing was left behind
+
+
+def test_bad_corpora(tmp_path, capsys):
+    out = tmp_path / "r"
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--data", tmp_path / "nowhere", "--out", out)
+    one_line_error(code, err, "does not exist")
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--data", corpus_dir(tmp_path, "\n\n"), "--out", out)
+    one_line_error(code, err, "is empty")
+    for split in ("train", "valid"):
+        (tmp_path / "corpus" / f"wiki.{split}.tokens").write_text(" = Title = \n a single line of words \n")
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--data", tmp_path / "corpus", "--out", out)
+    one_line_error(code, err, "no line with two or more sentences")
+    (tmp_path / "corpus" / "wiki.train.tokens").unlink()
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--data", tmp_path / "corpus", "--out", out)
+    one_line_error(code, err, "no wiki.train.tokens in")
+    assert not out.exists()
+
+
+def test_too_few_pairs_for_a_batch(tmp_path, capsys):
+    d = corpus_dir(tmp_path, " the cat sat . the dog ran . a b c . \n" * 5)
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--data", d, "--out", tmp_path / "r",
+                               "--set", "data.min_freq=1")
+    one_line_error(code, err, "fewer than one batch of 512", "lower train.batch_size")
+
+
+def test_out_dir_with_other_files_is_left_alone(wikitext_slice, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", out, "--overwrite")
+    one_line_error(code, err, "is not empty and holds no jaxbert run")
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_encode_needs_a_run(tmp_path, capsys):
+    code, _, err = jaxbert_cli(capsys, "encode", tmp_path, "a crane")
+    one_line_error(code, err, "is not a jaxbert run directory")
+
+
+def test_console_script_exits_non_zero_without_traceback(tmp_path):
+    script = [sys.executable, "-m", "jaxbert.cli"]
+    proc = subprocess.run([*script, "pretrain", "--preset", "nope", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("jaxbert: error: unknown preset 'nope'")
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,93 @@
+"""Model shapes for every preset (no allocation), padding invariance, and the MLM head's gathering."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxbert import config
+from jaxbert.model import BertForPreTraining
+
+
+def expected_params(m: config.ModelConfig) -> int:
+    """`transformers.BertForPreTraining`'s parameter count, written out from its layer list."""
+    d, f, v = m.hidden_size, m.intermediate_size, m.vocab_size
+    embeddings = (v + m.max_position_embeddings + m.type_vocab_size) * d + 2 * d
+    layer = 4 * (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
+    heads = (d * d + d) + (d * d + d + 2 * d + v) + (2 * d + 2)  # pooler, MLM transform + bias, NSP
+    return embeddings + m.num_hidden_layers * layer + heads + (0 if m.tie_word_embeddings else d * v)
+
+
+def abstract_params(m: config.ModelConfig):
+    return nnx.state(nnx.eval_shape(lambda: BertForPreTraining(m, rngs=nnx.Rngs(0))), nnx.Param)
+
+
+@pytest.mark.parametrize("name", list(config.PRESETS))
+def test_every_preset_builds_with_the_right_shapes(name):
+    m = dataclasses.replace(config.preset(name).model, vocab_size=30522)
+    params = abstract_params(m)
+    leaves = jax.tree.leaves(params)
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)  # nothing was allocated
+    assert sum(int(np.prod(x.shape)) for x in leaves) == expected_params(m)
+    layer = params["layers"][m.num_hidden_layers - 1]
+    assert layer["attention"]["query"]["kernel"].shape == (m.hidden_size, m.hidden_size)
+    assert layer["intermediate"]["kernel"].shape == (m.hidden_size, m.intermediate_size)
+    assert params["embeddings"]["word_embeddings"]["embedding"].shape == (30522, m.hidden_size)
+
+
+def test_bert_base_has_the_published_parameter_count():
+    m = dataclasses.replace(config.preset("bert-base").model, vocab_size=30522)
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params(m))) == 110_106_428
+
+
+def tiny_model(**kw):
+    m = dataclasses.replace(config.preset("d2l-tiny").model, vocab_size=50, hidden_size=16, intermediate_size=32,
+                            **kw)
+    return BertForPreTraining(m, rngs=nnx.Rngs(0))
+
+
+def random_batch(seed=0, b=3, t=12, p=3):
+    rng = np.random.default_rng(seed)
+    valid = np.array([5, 12, 8])
+    ids = rng.integers(5, 50, (b, t))
+    segments = (np.arange(t)[None] >= valid[:, None] // 2).astype(np.int32)
+    positions = np.stack([rng.choice(np.arange(1, v), p, replace=False) for v in valid])
+    return jnp.asarray(ids), jnp.asarray(segments), jnp.asarray(valid), jnp.asarray(positions)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_padding_does_not_change_any_output(tied):
+    model = tiny_model(tie_word_embeddings=tied)
+    ids, segments, valid, positions = random_batch()
+    past = jnp.arange(ids.shape[1])[None] >= valid[:, None]
+    ids2 = jnp.where(past, (ids + 7) % 50, ids)  # other tokens and segments after the valid length
+    segments2 = jnp.where(past, 1 - segments, segments)
+    x1, mlm1, nsp1 = model(ids, segments, valid, positions)
+    x2, mlm2, nsp2 = model(ids2, segments2, valid, positions)
+    assert not jnp.allclose(x1, x2)  # padded positions themselves differ ...
+    for row, v in enumerate(np.asarray(valid)):  # ... but nothing before the valid length does
+        np.testing.assert_allclose(x1[row, :v], x2[row, :v], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mlm1, mlm2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(nsp1, nsp2, rtol=1e-5, atol=1e-6)
+    assert mlm1.shape == (3, 3, 50) and nsp1.shape == (3, 2)
+
+
+def test_mlm_logits_are_those_of_the_gathered_positions():
+    model = tiny_model()
+    ids, segments, valid, positions = random_batch()
+    x, mlm, _ = model(ids, segments, valid, positions)
+    h = x[1, positions[1, 2]][None]  # row 1, third prediction, computed by hand from the encoder output
+    np.testing.assert_allclose(model.mlm(h, model.embeddings.word_embeddings.embedding[...])[0], mlm[1, 2],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_is_active_only_in_training():
+    model = tiny_model()
+    ids, segments, valid, _ = random_batch()
+    a = model.encode(ids, segments, valid)
+    assert jnp.array_equal(a, model.encode(ids, segments, valid))
+    b = model.encode(ids, segments, valid, deterministic=False, rngs=nnx.Rngs(dropout=1))
+    assert not jnp.allclose(a, b)

@@ -1,0 +1,124 @@
+"""Example generation: the book's pair and masking semantics on a small corpus written here."""
+
+import numpy as np
+import pytest
+
+from jaxbert import pretraining_data as pd
+from jaxbert import tokenizer as tokenizers
+
+WORDS = [f"w{i}" for i in range(40)]
+
+
+def corpus(rng, paragraphs=60):
+    """Paragraphs of 2-6 sentences of 1-9 words each, as lists of words."""
+    return [[list(rng.choice(WORDS, rng.integers(1, 10))) for _ in range(rng.integers(2, 7))]
+            for _ in range(paragraphs)]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    paragraphs = corpus(np.random.default_rng(0))
+    tok = tokenizers.word_tokenizer(tokenizers.build_word_vocab([s for p in paragraphs for s in p], 1))
+    ids = [[[tok.token_to_id(w) for w in s] for s in p] for p in paragraphs]
+    return pd.Sentences.from_lists(ids), tokenizers.special_ids(tok), tok.get_vocab_size()
+
+
+def make(setup, seed=0, max_len=16, mask_prob=0.15, p=None):
+    sent, specials, v = setup
+    p = p or round(max_len * mask_prob)
+    return pd.make_examples(sent, specials, v, max_len=max_len, mask_prob=mask_prob, num_predictions=p,
+                            rng=np.random.default_rng(seed))
+
+
+def test_vocab_is_sorted_with_specials_and_min_freq():
+    vocab = tokenizers.build_word_vocab([["b", "a", "a"], ["c", "a", "b"]], min_freq=2)
+    assert vocab == sorted(["<cls>", "<mask>", "<pad>", "<sep>", "<unk>", "a", "b"])
+    tok = tokenizers.word_tokenizer(vocab)
+    assert tok.encode("A zzz", "b").tokens == ["<cls>", "a", "<unk>", "<sep>", "b", "<sep>"]
+    assert tok.encode("A zzz", "b").type_ids == [0, 0, 0, 0, 1, 1]
+
+
+def test_layout_specials_and_segments(setup):
+    sent, sp, _ = setup
+    ex = make(setup)
+    n, t = ex["input_ids"].shape
+    assert n > 100 and t == 16
+    # Rebuild each row's unmasked tokens from the sentences it came from and compare the layout.
+    a, b, _ = pd.nsp_pairs(sent, 16, np.random.default_rng(0))
+    ids, segments, valid = pd.assemble_pairs(sent, a, b, 16, sp)
+    for row in range(n):
+        la, lb = sent.lengths[a[row]], sent.lengths[b[row]]
+        sa = sent.ids[sent.starts[a[row]]:sent.starts[a[row]] + la]
+        sb = sent.ids[sent.starts[b[row]]:sent.starts[b[row]] + lb]
+        expected = [sp.cls, *sa, sp.sep, *sb, sp.sep] + [sp.pad] * (16 - la - lb - 3)
+        assert list(ids[row]) == expected
+        assert list(segments[row]) == [0] * (la + 2) + [1] * (lb + 1) + [0] * (16 - la - lb - 3)
+        assert valid[row] == la + lb + 3 <= 16
+    np.testing.assert_array_equal(ex["valid_lens"], valid)
+    np.testing.assert_array_equal(ex["segment_ids"], segments)
+
+
+def test_pairs_are_consecutive_or_random_and_long_ones_dropped(setup):
+    sent, _, _ = setup
+    a_all, b_all, next_all = pd.nsp_pairs(sent, 10_000, np.random.default_rng(1))
+    a, b, is_next = pd.nsp_pairs(sent, 16, np.random.default_rng(1))
+    assert len(a_all) == int((sent.paragraph_lengths - 1).sum())  # every consecutive pair, none dropped
+    assert 0.4 < next_all.mean() < 0.6
+    assert np.all(b_all[next_all == 1] == a_all[next_all == 1] + 1)
+    assert len(a) < len(a_all) and np.all(sent.lengths[a] + sent.lengths[b] + 3 <= 16)
+
+
+def test_masking_counts_positions_and_padding(setup):
+    _, sp, _ = setup
+    ex = make(setup, max_len=16)
+    p = ex["masked_positions"].shape[1]
+    w = ex["masked_weights"]
+    count = w.sum(1).astype(int)
+    expected = np.maximum(1, np.round(ex["valid_lens"] * 0.15)).astype(int)
+    np.testing.assert_array_equal(count, np.minimum(expected, p))
+    for row in range(len(w)):
+        real = ex["masked_positions"][row, :count[row]]
+        assert list(real) == sorted(set(real))  # distinct, in position order
+        assert np.all(real >= 1) and np.all(real < ex["valid_lens"][row])
+        assert np.all(ex["masked_positions"][row, count[row]:] == 0)  # padding: position 0, label 0, weight 0
+        assert np.all(ex["masked_ids"][row, count[row]:] == 0)
+        assert np.all(w[row, :count[row]] == 1) and np.all(w[row, count[row]:] == 0)
+    assert not np.isin(ex["masked_ids"][w == 1], [sp.cls, sp.sep, sp.pad]).any()  # specials never predicted
+
+
+def test_80_10_10_rates_over_many_draws(setup):
+    _, sp, v = setup
+    masked = kept = randomised = 0
+    for seed in range(80):
+        ex = make(setup, seed=seed, max_len=32)
+        rows = np.arange(len(ex["input_ids"]))[:, None]
+        now = ex["input_ids"][rows, ex["masked_positions"]][ex["masked_weights"] == 1]
+        label = ex["masked_ids"][ex["masked_weights"] == 1]
+        masked += (now == sp.mask).sum()
+        kept += (now == label).sum()
+        randomised += ((now != sp.mask) & (now != label)).sum()
+    total = masked + kept + randomised
+    assert total > 20_000
+    assert abs(masked / total - 0.8) < 0.01
+    # A random token equals the original with probability 1/V, so "kept" is 10% plus a sliver.
+    assert abs(kept / total - (0.1 + 0.1 / v)) < 0.01
+    assert abs(randomised / total - (0.1 - 0.1 / v)) < 0.01
+
+
+def test_unmasked_positions_untouched(setup):
+    sent, sp, _ = setup
+    ex = make(setup, seed=3)
+    a, b, _ = pd.nsp_pairs(sent, 16, np.random.default_rng(3))
+    ids, _, _ = pd.assemble_pairs(sent, a, b, 16, sp)
+    changed = ex["input_ids"] != ids
+    chosen = np.zeros_like(changed)
+    rows = np.arange(len(ids))[:, None]
+    chosen[rows, ex["masked_positions"]] |= ex["masked_weights"] == 1
+    assert not (changed & ~chosen).any()
+
+
+def test_deterministic_from_seed(setup):
+    one, two, other = make(setup, seed=5), make(setup, seed=5), make(setup, seed=6)
+    for k in pd.FIELDS:
+        np.testing.assert_array_equal(one[k], two[k])
+    assert not np.array_equal(one["input_ids"], other["input_ids"])
