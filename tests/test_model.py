@@ -79,8 +79,8 @@ def test_mlm_logits_are_those_of_the_gathered_positions():
     model = tiny_model()
     ids, segments, valid, positions = random_batch()
     x, mlm, _ = model(ids, segments, valid, positions)
-    h = x[1, positions[1, 2]][None]  # row 1, third prediction, computed by hand from the encoder output
-    np.testing.assert_allclose(model.mlm(h, model.embeddings.word_embeddings.embedding[...])[0], mlm[1, 2],
+    h = x[1, positions[1, 2]][None, None]  # row 1, third prediction, computed by hand from the encoder output
+    np.testing.assert_allclose(model.mlm(h, model.embeddings.word_embeddings.embedding[...])[0, 0], mlm[1, 2],
                                rtol=1e-5, atol=1e-6)
 
 

@@ -195,7 +195,7 @@ _D2L_TINY = Config(
     data=DataConfig(max_len=64),
     optim=OptimConfig(learning_rate=1e-4, warmup_steps=0, schedule="constant", weight_decay=0.0, clip_norm=0.0,
                       eps=1e-8),
-    train=TrainConfig(steps=120, batch_size=512, log_every=5, eval_every=20, eval_batches=2, checkpoint_every=60),
+    train=TrainConfig(steps=140, batch_size=512, log_every=5, eval_every=20, eval_batches=4, checkpoint_every=70),
 )
 
 

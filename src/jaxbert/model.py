@@ -21,6 +21,12 @@ def _dense(cfg: ModelConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linea
     return nnx.Linear(d_in, d_out, kernel_init=nnx.initializers.normal(cfg.initializer_range), rngs=rngs)
 
 
+def _flat(dense: nnx.Linear, x):
+    """`dense(x)` as one 2-D matmul over all leading axes: XLA:CPU differentiates (B*T, D) @ (D, F) about
+    twice as fast as (B, T, D) @ (D, F) (measured in benchmarks/, see docs/benchmarks.md)."""
+    return dense(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
+
+
 def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps, rngs=rngs)
 
@@ -60,12 +66,12 @@ class Attention(nnx.Module):
     def __call__(self, x, key_mask, *, deterministic: bool, rngs: nnx.Rngs | None):
         b, t, _ = x.shape
         split = lambda y: y.reshape(b, t, self.num_heads, self.head_dim)  # (B, T, D) -> (B, T, N, H)
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        q, k, v = split(_flat(self.query, x)), split(_flat(self.key, x)), split(_flat(self.value, x))
         scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(x.dtype)  # (B, N, T, T)
         scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
         probs = self.attention_dropout(jax.nn.softmax(scores, axis=-1), deterministic=deterministic, rngs=rngs)
         context = jnp.einsum("bnts,bsnh->btnh", probs, v).reshape(b, t, -1)  # (B, T, D)
-        out = self.dropout(self.output(context), deterministic=deterministic, rngs=rngs)
+        out = self.dropout(_flat(self.output, context), deterministic=deterministic, rngs=rngs)
         return self.layer_norm(out + x)
 
 
@@ -82,7 +88,7 @@ class Layer(nnx.Module):
 
     def __call__(self, x, key_mask, *, deterministic: bool, rngs: nnx.Rngs | None):
         x = self.attention(x, key_mask, deterministic=deterministic, rngs=rngs)
-        y = self.output(self.act(self.intermediate(x)))
+        y = _flat(self.output, self.act(_flat(self.intermediate, x)))
         return self.layer_norm(self.dropout(y, deterministic=deterministic, rngs=rngs) + x)
 
 
@@ -99,9 +105,10 @@ class MLMHead(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,)))
 
     def __call__(self, h, word_embeddings):
-        h = self.layer_norm(self.act(self.transform(h)))  # (B, P, D)
+        b, p, d = h.shape
+        h = self.layer_norm(self.act(self.transform(h.reshape(b * p, d))))  # (B*P, D), 2-D as in _flat
         kernel = word_embeddings.T if self.decoder is None else self.decoder[...]  # (D, V)
-        return h @ kernel + self.bias[...]  # (B, P, V)
+        return (h @ kernel + self.bias[...]).reshape(b, p, -1)  # (B, P, V)
 
 
 class BertForPreTraining(nnx.Module):
