@@ -102,6 +102,8 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     eval_batches = eval_set.eval_batches(cfg.train.eval_batches, batch_size)
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
                           start_step=start)
+    if eval_batches and start == 0:
+        rep.eval(0, evaluate(eval_step, state.params, eval_batches))  # the baseline the curves fall from
     sums, interval_start, t0, first = None, start, time.perf_counter(), True
     for step in range(start + 1, cfg.train.steps + 1):
         state, metrics = train_step(state, train_set.batch(step - 1, batch_size))
