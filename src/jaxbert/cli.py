@@ -1,5 +1,7 @@
 """The `jaxbert` command line; the only place with process-level side effects (exit codes, stderr).
 
+    jaxbert tokenizer train --corpus 'texts/*.txt' --vocab-size 30522 --out TOK_DIR
+    jaxbert prepare --corpus 'texts/*.txt' --tokenizer TOK_DIR --out PREP_DIR
     jaxbert pretrain --preset d2l-tiny [--data DIR] --out RUN_DIR [--set section.field=value ...]
     jaxbert encode RUN_DIR "a crane is flying"
     jaxbert encode RUN_DIR --pair "a crane driver came" "he just left"
@@ -9,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jaxbert import config, rundir
+from jaxbert import config, corpus, rundir
 from jaxbert.errors import JaxbertError
 
 
@@ -20,13 +22,44 @@ def _parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("pretrain", help="pretrain a BERT on WikiText-2")
     pre.add_argument("--preset", help=f"one of: {', '.join(config.PRESETS)} (default d2l-tiny; "
                                       "a resumed run keeps its own)")
-    pre.add_argument("--data", help="folder with wiki.{train,valid}.tokens (default $JAXBERT_DATA, else download)")
+    pre.add_argument("--data", help="a `jaxbert prepare` directory, or a folder with wiki.{train,valid}.tokens "
+                                    "(default $JAXBERT_DATA, else download WikiText-2)")
     pre.add_argument("--out", required=True, type=Path, help="run directory to create")
     pre.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override one config field, e.g. train.steps=200 (repeatable)")
     mode = pre.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+
+    def corpus_args(p, required=True):
+        p.add_argument("--corpus", nargs="+", required=required, metavar="FILE_OR_GLOB", help="input files")
+        p.add_argument("--format", choices=corpus.FORMATS, default="auto",
+                       help="wikitext, text (blank line between documents), jsonl; auto: by file extension")
+        p.add_argument("--text-field", default="text", help="JSON lines: the field holding the text")
+        p.add_argument("--split-sentences", action="store_true",
+                       help="text: split lines into sentences (default: one sentence per line)")
+
+    tok = sub.add_parser("tokenizer", help="train a tokenizer").add_subparsers(dest="tokenizer_command",
+                                                                               required=True)
+    tt = tok.add_parser("train", help="train a WordPiece (or the book's word-level) vocabulary")
+    corpus_args(tt)
+    tt.add_argument("--kind", choices=("wordpiece", "word"), default="wordpiece")
+    tt.add_argument("--vocab-size", type=int, default=30522, help="WordPiece vocabulary size")
+    tt.add_argument("--min-freq", type=int, default=5, help="word-level: keep words seen this often")
+    tt.add_argument("--cased", action="store_true", help="WordPiece: keep case (default: lower-case)")
+    tt.add_argument("--keep-accents", action="store_true", help="WordPiece: keep accents when lower-casing")
+    tt.add_argument("--out", required=True, type=Path, help="folder for tokenizer.json (and vocab.txt)")
+
+    prep = sub.add_parser("prepare", help="tokenize a corpus into a prepared directory for pretraining")
+    corpus_args(prep)
+    prep.add_argument("--eval-corpus", nargs="+", default=[], metavar="FILE_OR_GLOB",
+                      help="held-out files (default: a hashed share of the documents, --eval-fraction)")
+    prep.add_argument("--eval-fraction", type=float, default=0.01)
+    prep.add_argument("--tokenizer", required=True, type=Path,
+                      help="tokenizer.json, vocab.txt (BERT WordPiece, uncased), or a folder holding one")
+    prep.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
+    prep.add_argument("--out", required=True, type=Path)
+    prep.add_argument("--overwrite", action="store_true", help="replace prepared data in --out")
 
     enc = sub.add_parser("encode", help="print the contextual vectors of a sentence or a sentence pair")
     enc.add_argument("run_dir", type=Path)
@@ -46,6 +79,41 @@ def pretrain(args) -> None:
     cfg = config.override(base, args.set)
     for line in train.run(cfg, args.out, data_dir=args.data, resume=args.resume, overwrite=args.overwrite):
         print(line)
+
+
+def tokenizer_train(args) -> None:
+    from jaxbert import tokenizer as tokenizers
+
+    if (args.out / "tokenizer.json").exists():
+        raise JaxbertError(f"{args.out} already holds a tokenizer.json; choose another --out")
+    files = corpus.expand(args.corpus)
+    sentences = (s for f in files for doc in corpus.iter_documents(
+        f, args.format, text_field=args.text_field, split=args.split_sentences) for s in doc)
+    if args.kind == "word":
+        tok = tokenizers.word_tokenizer(tokenizers.build_word_vocab((s.lower().split() for s in sentences),
+                                                                    args.min_freq))
+    else:
+        tok = tokenizers.train_wordpiece(sentences, args.vocab_size, lowercase=not args.cased,
+                                         strip_accents=False if args.keep_accents else None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(args.out / "tokenizer.json"))
+    tokenizers.save_vocab(tok, args.out / "vocab.txt")
+    print(f"{args.kind} tokenizer with {tok.get_vocab_size()} tokens written to {args.out}")
+
+
+def prepare(args) -> None:
+    from jaxbert import prepare as prep
+    from jaxbert import tokenizer as tokenizers
+
+    tok = tokenizers.load_any(args.tokenizer)
+    manifest = prep.prepare(corpus.expand(args.corpus), args.out, tok, fmt=args.format,
+                            eval_files=corpus.expand(args.eval_corpus) if args.eval_corpus else [],
+                            eval_fraction=args.eval_fraction, text_field=args.text_field,
+                            split_sentences=args.split_sentences, seed=args.seed, overwrite=args.overwrite)
+    for split, c in manifest["counts"].items():
+        print(f"{split}: {c['documents']} documents ({c['single_sentence_documents']} of one sentence), "
+              f"{c['sentences']} sentences, {c['tokens']} tokens")
+    print(f"{manifest['empty_documents_skipped']} empty documents skipped; prepared data in {args.out}")
 
 
 def encode(args) -> None:
@@ -68,7 +136,8 @@ def encode(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"pretrain": pretrain, "encode": encode}[args.command](args)
+        command = {"pretrain": pretrain, "encode": encode, "prepare": prepare, "tokenizer": tokenizer_train}
+        command[args.command](args)
     except JaxbertError as e:
         print(f"jaxbert: error: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from jaxbert.errors import JaxbertError
 
 ACTIVATIONS = ("relu", "gelu")
 SCHEDULES = ("constant", "linear")
+OBJECTIVES = ("nsp", "sop", "mlm")
 
 
 def _positive(obj, *names: str) -> None:
@@ -77,9 +78,18 @@ class DataConfig:
     max_predictions: int = 0  # P; 0 = round(mask_prob * max_len), as the book does
     min_freq: int = 5  # word-level vocabulary: keep words seen at least this often
     seed: int = 0  # paragraph shuffle, NSP negatives, masking, epoch order
+    # Prepared directories only (`jaxbert prepare`); a WikiText folder keeps the book's semantics.
+    objective: str = "nsp"  # nsp (BERT), sop (ALBERT's sentence order) or mlm (RoBERTa: one segment)
+    short_seq_prob: float = 0.1  # share of instances packed to a random shorter length
+    whole_word_masking: bool = False  # mask all WordPiece pieces of a word together
+    dynamic_masking: bool = False  # draw masks afresh each epoch (RoBERTa) instead of once (BERT)
 
     def __post_init__(self):
         _positive(self, "min_freq")
+        if self.objective not in OBJECTIVES:
+            raise JaxbertError(f"data.objective={self.objective!r} is not supported; use one of {OBJECTIVES}")
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise JaxbertError(f"data.short_seq_prob={self.short_seq_prob} must lie in [0, 1]")
         if self.max_len < 5:
             raise JaxbertError(f"data.max_len={self.max_len} cannot hold <cls> A <sep> B <sep>; use at least 5")
         if not 0.0 < self.mask_prob < 1.0:

@@ -5,8 +5,11 @@ WikiText-2 is looked for, in order, in the folder given (`--data DIR`), in `$JAX
 the cache, its SHA-1 checked before anything is unpacked.
 """
 
+import glob
 import hashlib
+import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -98,3 +101,92 @@ def read_wiki_paragraphs(path: Path) -> list[list[str]]:
     if not any(line.strip() for line in lines):
         raise JaxbertError(f"corpus file {path} is empty; give a WikiText file with text in it")
     return [line.strip().lower().split(" . ") for line in lines if len(line.split(" . ")) >= 2]
+
+
+# --- Any corpus: documents of sentences, streamed file by file -------------------------------------------
+
+FORMATS = ("auto", "wikitext", "text", "jsonl")
+# A sentence ends at . ! or ? (optionally closed by a quote or bracket) followed by white space.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+
+
+def expand(patterns: list[str]) -> list[Path]:
+    """Files matching each pattern (a path or a glob), in order; a pattern that matches nothing is an error."""
+    files = []
+    for pattern in patterns:
+        matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True))
+        matches = [m for m in matches if m.is_file()]
+        if not matches:
+            raise JaxbertError(f"--corpus {pattern!r} matches no file; check the path or the glob")
+        files += matches
+    return files
+
+
+def split_sentences(text: str) -> list[str]:
+    """A simple rule-based splitter: break after . ! ? followed by white space."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def _lines(path: Path):
+    """(line without newline, byte offset) of a UTF-8 file, streamed; invalid UTF-8 names file and offset."""
+    offset, any_text = 0, False
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise JaxbertError(f"{path} is not valid UTF-8 at byte {offset + e.start}; "
+                                   "convert it to UTF-8 (e.g. iconv) and run again") from None
+            any_text = any_text or bool(line.strip())
+            yield line.rstrip("\r\n"), offset
+            offset += len(raw)
+    if not any_text:
+        raise JaxbertError(f"corpus file {path} is empty; remove it from --corpus or give it text")
+
+
+def _format_of(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    return {".tokens": "wikitext", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix, "text")
+
+
+def iter_documents(path: Path, fmt: str = "auto", *, text_field: str = "text", split: bool = False):
+    """Yield the documents of one file, each a list of sentence strings (empty documents are skipped).
+
+    wikitext: an article per top-level heading (` = Title = `), sentences split on ' . ' as the book does;
+    text: documents separated by blank lines, one sentence per line (or split into sentences if `split`);
+    jsonl: one JSON object per line, the document in `text_field`, split into sentences.
+    """
+    fmt = _format_of(Path(path), fmt)
+    if fmt == "jsonl":
+        for line, offset in _lines(path):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)[text_field]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise JaxbertError(f"{path}, byte {offset}: not a JSON object with a {text_field!r} field ({e}); "
+                                   "fix the line or pass --text-field") from None
+            doc = [s for para in str(text).split("\n") for s in split_sentences(para)]
+            if doc:
+                yield doc
+        return
+    doc: list[str] = []
+    for line, _ in _lines(path):
+        stripped = line.strip()
+        if fmt == "wikitext":
+            if stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= ="):
+                if doc:
+                    yield doc
+                doc = []
+            elif stripped and not stripped.startswith("="):
+                parts = stripped.split(" . ")  # the book's sentence split; keep each sentence's period
+                doc += [s for s in (p.strip() + " ." for p in parts[:-1]) if s != "."] + [parts[-1]]
+        elif not stripped:
+            if doc:
+                yield doc
+            doc = []
+        else:
+            doc += split_sentences(stripped) if split else [stripped]
+    if doc:
+        yield doc

@@ -1,9 +1,13 @@
-"""From a WikiText folder to fixed-shape numpy batches: `batch = f(seed, step)`.
+"""Fixed-shape numpy batches for training: `batch = f(seed, step)`, from either data source.
 
-`load_wikitext2` builds (or reuses) the tokenizer on the training split, then the training and held-out
-examples, each from its own random stream. `Examples.batch(step)` is a pure function of the data seed and
-the step: the epoch's order is a permutation seeded by (seed, epoch), so a resumed run reads exactly the
-batches it would have read, without replaying the ones before.
+- a WikiText folder (`load_wikitext2`): the book's data, built in memory with the book's semantics;
+- a prepared directory (`load_prepared`, written by `jaxbert prepare`): memory-mapped token arrays, BERT-style
+  instances (instances.py), and masking drawn per example from a hash of (seed, [epoch,] example), so any
+  batch is rebuilt without the ones before it.
+
+Both order examples into batches the same way: epoch e visits a permutation seeded by (seed, e); a resumed
+run reads exactly the batches it would have read. With several processes, process p of P reads rows
+[p*B/P, (p+1)*B/P) of each global batch, so the global batch is the same whatever the number of processes.
 """
 
 import dataclasses
@@ -12,16 +16,35 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from jaxbert import corpus, pretraining_data, tokenizer as tokenizers
+from jaxbert import corpus, instances, prepare, pretraining_data
+from jaxbert import tokenizer as tokenizers
 from jaxbert.config import DataConfig
 from jaxbert.errors import JaxbertError
 
 Batch = dict[str, np.ndarray]  # the fields of pretraining_data.FIELDS, leading axis B
 
 
+class _Batches:
+    """Batching shared by both sources; subclasses give `__len__` and `take(rows, epoch)`."""
+
+    seed: int
+
+    def batch(self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1) -> Batch:
+        if batch_size % process_count:
+            raise JaxbertError(f"train.batch_size={batch_size} is not divisible by {process_count} processes")
+        rows = batch_indices(len(self), batch_size, self.seed, step)
+        share = batch_size // process_count
+        return self.take(rows[process_index * share:(process_index + 1) * share], step // (len(self) // batch_size))
+
+    def eval_batches(self, count: int, batch_size: int) -> list[Batch]:
+        """The first `count` full batches in stored order (fewer if the set is small): the same every time."""
+        return [self.take(np.arange(i * batch_size, (i + 1) * batch_size), 0)
+                for i in range(min(count, len(self) // batch_size))]
+
+
 @dataclasses.dataclass(frozen=True)
-class Examples:
-    """N examples in the batch contract, plus the seed that orders them into batches."""
+class Examples(_Batches):
+    """N examples in the batch contract, masked once (the book's static masking)."""
 
     arrays: Batch
     seed: int
@@ -29,16 +52,39 @@ class Examples:
     def __len__(self) -> int:
         return len(self.arrays["nsp_labels"])
 
-    def take(self, idx: np.ndarray) -> Batch:
+    def take(self, idx: np.ndarray, epoch: int = 0) -> Batch:
         return {k: v[idx] for k, v in self.arrays.items()}
 
-    def batch(self, step: int, batch_size: int) -> Batch:
-        return self.take(batch_indices(len(self), batch_size, self.seed, step))
 
-    def eval_batches(self, count: int, batch_size: int) -> list[Batch]:
-        """The first `count` full batches in file order (fewer if the set is small): the same every time."""
-        return [self.take(np.arange(i * batch_size, (i + 1) * batch_size))
-                for i in range(min(count, len(self) // batch_size))]
+@dataclasses.dataclass(frozen=True)
+class InstanceSet(_Batches):
+    """Instances over a memory-mapped token array, assembled and masked when a batch is asked for."""
+
+    tokens: np.ndarray
+    inst: instances.Instances
+    cfg: DataConfig
+    specials: tokenizers.SpecialIds
+    vocab_size: int
+    word_start: np.ndarray | None  # (V,) bool, for whole-word masking
+    seed: int
+    stream: int  # 0 train, 1 held-out: different masks for the two sets
+
+    def __len__(self) -> int:
+        return len(self.inst)
+
+    def take(self, idx: np.ndarray, epoch: int = 0) -> Batch:
+        i = self.inst.take(idx)
+        ids, segments, valid = pretraining_data.assemble(self.tokens, i.a_start, i.a_len, i.b_start, i.b_len,
+                                                         self.cfg.max_len, self.specials)
+        # Static masking: the same for an example in every epoch (as BERT); dynamic: drawn afresh (RoBERTa).
+        draws = pretraining_data.hash_draws(ids.shape, self.vocab_size, self.seed, self.stream,
+                                            epoch if self.cfg.dynamic_masking else 0, idx[:, None])
+        starts = None if self.word_start is None else self.word_start[ids]
+        input_ids, positions, labels, weights = pretraining_data.mask_tokens(
+            ids, valid, self.specials, self.vocab_size, self.cfg.mask_prob, self.cfg.num_predictions, draws,
+            starts)
+        return dict(input_ids=input_ids, segment_ids=segments, valid_lens=valid, masked_positions=positions,
+                    masked_ids=labels, masked_weights=weights, nsp_labels=i.label)
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -93,3 +139,49 @@ def _examples(paragraphs, tok: Tokenizer, cfg: DataConfig, *, stream: int, name:
         raise JaxbertError(f"no sentence pair of {name} fits in data.max_len={cfg.max_len} (the shortest "
                            f"consecutive pair needs {shortest} tokens); raise data.max_len")
     return Examples(arrays=arrays, seed=cfg.seed)
+
+
+def locate(data: str | Path | None) -> Path:
+    """A prepared directory as it is, else the WikiText-2 folder (`corpus.locate_wikitext2`)."""
+    return Path(data) if data and prepare.is_prepared(data) else corpus.locate_wikitext2(data)
+
+
+def load(data: Path, cfg: DataConfig, tok: Tokenizer | None = None):
+    """(tokenizer, train set, held-out set or None) from a prepared directory or a WikiText folder."""
+    if prepare.is_prepared(data):
+        return load_prepared(data, cfg, tok)
+    book_only = [name for name, on in (("data.objective=" + cfg.objective, cfg.objective != "nsp"),
+                                       ("data.whole_word_masking", cfg.whole_word_masking),
+                                       ("data.dynamic_masking", cfg.dynamic_masking)) if on]
+    if book_only:
+        raise JaxbertError(f"{', '.join(book_only)} needs a prepared directory; run `jaxbert prepare` and pass "
+                           "its --out as --data")
+    return load_wikitext2(data, cfg, tok)
+
+
+def load_prepared(folder: Path, cfg: DataConfig, tok: Tokenizer | None = None):
+    """Instances of a `jaxbert prepare` directory; `tok` (a resumed run's) must be the one it was made with."""
+    manifest = prepare.read_manifest(folder)
+    own = tokenizers.load(Path(folder) / "tokenizer.json")
+    if tok is not None and tokenizers.fingerprint(tok) != manifest["tokenizer_fingerprint"]:
+        raise JaxbertError(f"{folder} was prepared with another tokenizer than this run's; prepare the corpus "
+                           "with the run's tokenizer.json, or start a new run")
+    specials = tokenizers.special_ids(own)
+    word_start = tokenizers.word_starts(own) if cfg.whole_word_masking else None
+    sets = []
+    for stream, split in enumerate(prepare.SPLITS):
+        arrays = prepare.open_split(folder, split, manifest)
+        if arrays is None:
+            sets.append(None)
+            continue
+        tokens, sentence_lengths, document_sentences = arrays
+        inst = instances.create_instances(sentence_lengths, document_sentences, max_len=cfg.max_len,
+                                          objective=cfg.objective, short_seq_prob=cfg.short_seq_prob,
+                                          rng=np.random.default_rng([cfg.seed, stream]))
+        if len(inst) == 0:
+            raise JaxbertError(f"{folder} ({split}) yields no {cfg.objective} instance; give documents of two "
+                               "or more sentences or use data.objective=mlm")
+        sets.append(InstanceSet(tokens=tokens, inst=inst, cfg=cfg, specials=specials,
+                                vocab_size=own.get_vocab_size(), word_start=word_start, seed=cfg.seed,
+                                stream=stream))
+    return own, sets[0], sets[1]

@@ -25,8 +25,10 @@ def nsp_metrics(logits, labels) -> dict:
     return {"nsp_loss": ce.mean(), "nsp_acc": (logits.argmax(-1) == labels).astype(jnp.float32).mean()}
 
 
-def pretraining_metrics(mlm_logits, nsp_logits, batch) -> dict:
+def pretraining_metrics(mlm_logits, nsp_logits, batch, *, with_nsp: bool = True) -> dict:
+    """All metrics; the loss is MLM + NSP (or SOP), or MLM alone for the MLM-only objective."""
     m = mlm_metrics(mlm_logits, batch["masked_ids"], batch["masked_weights"])
-    m |= nsp_metrics(nsp_logits, batch["nsp_labels"])
-    m["loss"] = m["mlm_loss"] + m["nsp_loss"]
+    if with_nsp:
+        m |= nsp_metrics(nsp_logits, batch["nsp_labels"])
+    m["loss"] = m["mlm_loss"] + m["nsp_loss"] if with_nsp else m["mlm_loss"]
     return m

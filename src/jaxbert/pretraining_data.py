@@ -60,18 +60,24 @@ def nsp_pairs(sent: Sentences, max_len: int, rng: np.random.Generator):
 
 
 def assemble_pairs(sent: Sentences, a: np.ndarray, b: np.ndarray, max_len: int, specials: SpecialIds):
-    """`<cls> A <sep> B <sep>` padded to (N, T), with segment ids and valid lengths."""
-    la, lb = sent.lengths[a][:, None], sent.lengths[b][:, None]  # (N, 1)
+    """`<cls> A <sep> B <sep>` of sentence pairs (a[i], b[i]), padded to (N, T)."""
+    return assemble(sent.ids, sent.starts[a], sent.lengths[a], sent.starts[b], sent.lengths[b], max_len, specials)
+
+
+def assemble(tokens: np.ndarray, a_start, a_len, b_start, b_len, max_len: int, specials: SpecialIds):
+    """`<cls> A <sep> B <sep>` (or `<cls> A <sep>` where b_len is 0) padded to (N, T), from token ranges
+    A = tokens[a_start : a_start + a_len] and B likewise; returns (ids, segment ids, valid lengths)."""
+    la, lb = np.asarray(a_len, np.int64)[:, None], np.asarray(b_len, np.int64)[:, None]  # (N, 1)
     pos = np.arange(max_len)[None, :]  # (1, T)
     in_a = (pos >= 1) & (pos <= la)
     in_b = (pos >= la + 2) & (pos < la + lb + 2)
     # Clip the gather index so that positions outside A/B read a valid (ignored) token.
-    last = len(sent.ids) - 1
-    from_a = sent.ids[np.clip(sent.starts[a][:, None] + pos - 1, 0, last)]
-    from_b = sent.ids[np.clip(sent.starts[b][:, None] + pos - la - 2, 0, last)]
-    valid_lens = (la + lb + 3)[:, 0]
-    ids = np.full((len(a), max_len), specials.pad, dtype=np.int32)
-    ids[(pos == la + 1) | (pos == la + lb + 2)] = specials.sep
+    last = len(tokens) - 1
+    from_a = tokens[np.clip(np.asarray(a_start)[:, None] + pos - 1, 0, last)]
+    from_b = tokens[np.clip(np.asarray(b_start)[:, None] + pos - la - 2, 0, last)]
+    valid_lens = (la + 2 + np.where(lb > 0, lb + 1, 0))[:, 0]
+    ids = np.full((len(la), max_len), specials.pad, dtype=np.int32)
+    ids[(pos == la + 1) | ((pos == la + lb + 2) & (lb > 0))] = specials.sep
     ids[:, 0] = specials.cls
     ids = np.where(in_a, from_a, np.where(in_b, from_b, ids))
     segments = ((pos >= la + 2) & (pos < valid_lens[:, None])).astype(np.int32)
@@ -79,33 +85,81 @@ def assemble_pairs(sent: Sentences, a: np.ndarray, b: np.ndarray, max_len: int, 
 
 
 def mask_tokens(ids: np.ndarray, valid_lens: np.ndarray, specials: SpecialIds, vocab_size: int,
-                mask_prob: float, num_predictions: int, rng: np.random.Generator):
+                mask_prob: float, num_predictions: int, draws, word_start: np.ndarray | None = None):
     """Choose and corrupt the MLM positions of each row; returns (input_ids, positions, labels, weights).
 
-    Candidates are the non-special tokens before the valid length; each row predicts
-    min(max(1, round(mask_prob * valid_len)), candidates, P) of them, chosen uniformly without replacement
-    and listed in position order, padded with position 0, label 0 and weight 0 up to P.
+    `draws` = (select, action, random_tokens), three (N, T) arrays: uniform [0, 1) keys that order the
+    candidates, uniform [0, 1) draws for the 80/10/10 choice, and random token ids. Candidates are the
+    non-special tokens before the valid length; each row predicts at most
+    min(max(1, round(mask_prob * valid_len)), P) of them (round half to even, as d2l and Google's BERT), taken in
+    key order, listed in position order and padded with position 0, label 0 and weight 0 up to P.
+
+    With `word_start` ((N, T) bool, True where a token begins a word), whole words are masked: every piece of a
+    word shares the key of its first piece, and a word is taken only if all its pieces fit in the budget.
     """
+    select, action, random_tokens = draws
     n, t = ids.shape
-    pos = np.arange(t)[None, :]
+    pos = np.broadcast_to(np.arange(t)[None, :], (n, t))
     candidate = (pos < valid_lens[:, None]) & (ids != specials.cls) & (ids != specials.sep)
-    wanted = np.maximum(1, np.round(valid_lens * mask_prob)).astype(np.int64)  # round half to even, as d2l
-    count = np.minimum(np.minimum(wanted, candidate.sum(1)), num_predictions)  # (N,)
-    keys = np.where(candidate, rng.random((n, t)), 2.0)  # non-candidates sort last
-    chosen = np.argsort(keys, axis=1, kind="stable")[:, :num_predictions]  # (N, P), random candidates first
-    real = np.arange(num_predictions)[None, :] < count[:, None]
-    positions = np.sort(np.where(real, chosen, t), axis=1)  # position order, padding (t) last
+    budget = np.minimum(np.maximum(1, np.round(valid_lens * mask_prob)), num_predictions).astype(np.int64)
+    if word_start is not None:
+        after_candidate = np.pad(candidate[:, :-1], ((0, 0), (1, 0)))
+        begins = candidate & (word_start | ~after_candidate)  # a piece after a special starts a word too
+        first = np.maximum.accumulate(np.where(begins, pos, 0), axis=1)  # each token's word start
+        select = np.take_along_axis(select, first, axis=1)
+    keys = np.where(candidate, select, 2.0)  # non-candidates sort last
+    order = np.lexsort((pos, keys), axis=1)  # by key, then position: a word's pieces stay together
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, pos, axis=1)
+    last_rank = rank  # the rank of the last piece of each token's word
+    if word_start is not None:
+        words = (np.arange(n)[:, None] * t + first)[candidate]
+        size = np.take_along_axis(np.bincount(words, minlength=n * t).reshape(n, t), first, axis=1)
+        last_rank = rank + size - 1 - (pos - first)
+    chosen = candidate & (last_rank < budget[:, None])
+    positions = np.sort(np.where(chosen, pos, t), axis=1)[:, :num_predictions]  # position order, padding last
     real = positions < t
     positions = np.where(real, positions, 0).astype(np.int32)
     labels = np.where(real, np.take_along_axis(ids, positions, axis=1), 0).astype(np.int32)
-
-    draw = rng.random((n, num_predictions))
-    random_tokens = rng.integers(0, vocab_size, (n, num_predictions), dtype=np.int32)
-    replacement = np.where(draw < 0.8, specials.mask, np.where(draw < 0.9, labels, random_tokens))
+    act = np.take_along_axis(action, positions, axis=1)
+    rand = np.take_along_axis(random_tokens, positions, axis=1)
+    replacement = np.where(act < 0.8, specials.mask, np.where(act < 0.9, labels, rand))
     corrupted = ids.copy()
     rows = np.broadcast_to(np.arange(n)[:, None], positions.shape)
     corrupted[rows[real], positions[real]] = replacement[real]
     return corrupted, positions, labels, real.astype(np.float32)
+
+
+def rng_draws(rng: np.random.Generator, shape: tuple[int, int], vocab_size: int):
+    """`mask_tokens` draws from a sequential generator (the book's static masking)."""
+    return rng.random(shape), rng.random(shape), rng.integers(0, vocab_size, shape, dtype=np.int32)
+
+
+def hash_draws(shape: tuple[int, int], vocab_size: int, *keys) -> tuple:
+    """`mask_tokens` draws as a pure function of integer keys (broadcast against the (N, T) positions), so
+    any example's masking can be rebuilt alone: keys are e.g. (seed, epoch, example index (N, 1))."""
+    pos = np.arange(shape[1], dtype=np.uint64)[None, :]
+    streams = [hash_uniform(*keys, stream, pos) for stream in (1, 2, 3)]
+    return streams[0], streams[1], (streams[2] * vocab_size).astype(np.int32)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def hash_uniform(*keys) -> np.ndarray:
+    """Uniform [0, 1) floats from integer keys (arrays broadcast together), by chained SplitMix64."""
+    with np.errstate(over="ignore"):
+        x = np.zeros((), dtype=np.uint64)
+        for k in keys:
+            x = _splitmix64(x ^ np.asarray(k).astype(np.uint64))
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
 def make_examples(sent: Sentences, specials: SpecialIds, vocab_size: int, *, max_len: int, mask_prob: float,
@@ -114,7 +168,7 @@ def make_examples(sent: Sentences, specials: SpecialIds, vocab_size: int, *, max
     a, b, is_next = nsp_pairs(sent, max_len, rng)
     ids, segments, valid_lens = assemble_pairs(sent, a, b, max_len, specials)
     input_ids, positions, labels, weights = mask_tokens(ids, valid_lens, specials, vocab_size, mask_prob,
-                                                        num_predictions, rng)
+                                                        num_predictions, rng_draws(rng, ids.shape, vocab_size))
     return dict(input_ids=input_ids, segment_ids=segments, valid_lens=valid_lens, masked_positions=positions,
                 masked_ids=labels, masked_weights=weights, nsp_labels=is_next)
 

@@ -14,8 +14,12 @@ from tqdm import tqdm  # noqa: E402
 class Reporter:
     """Appends metrics rows, redraws the plot, and keeps the throughput of each logged interval."""
 
-    def __init__(self, metrics_path: Path, plot_path: Path, *, total_steps: int, start_step: int):
+    def __init__(self, metrics_path: Path, plot_path: Path, *, total_steps: int, start_step: int,
+                 pair_task: str | None = "NSP"):
+        """`pair_task` names the sentence-pair objective in the output (NSP or SOP; None for MLM only);
+        its metrics keep the `nsp_` keys either way."""
         self.metrics_path, self.plot_path = Path(metrics_path), Path(plot_path)
+        self.pair_task = pair_task
         self.rows = self._read_until(start_step)
         self.rates: list[float] = []  # sentence pairs/s of each logged interval after the first
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
@@ -33,12 +37,17 @@ class Reporter:
         if not first_interval:  # the first interval includes compilation
             self.rates.append(pairs_per_sec)
         self._write({"step": step, "split": "train", **metrics, "pairs_per_sec": pairs_per_sec})
-        self.bar.set_postfix(mlm=f"{metrics['mlm_loss']:.3f}", nsp=f"{metrics['nsp_loss']:.3f}")
+        postfix = {"mlm": f"{metrics['mlm_loss']:.3f}"}
+        if self.pair_task:
+            postfix[self.pair_task.lower()] = f"{metrics['nsp_loss']:.3f}"
+        self.bar.set_postfix(postfix)
 
     def eval(self, step: int, metrics: dict) -> None:
         self._write({"step": step, "split": "eval", **metrics})
-        self.bar.write(f"step {step}: held-out MLM loss {metrics['mlm_loss']:.3f} (acc {metrics['mlm_acc']:.3f}), "
-                       f"NSP loss {metrics['nsp_loss']:.3f} (acc {metrics['nsp_acc']:.3f})")
+        line = f"step {step}: held-out MLM loss {metrics['mlm_loss']:.3f} (acc {metrics['mlm_acc']:.3f})"
+        if self.pair_task:
+            line += f", {self.pair_task} loss {metrics['nsp_loss']:.3f} (acc {metrics['nsp_acc']:.3f})"
+        self.bar.write(line)
         self.plot()
 
     def _write(self, row: dict) -> None:
@@ -48,14 +57,15 @@ class Reporter:
             f.write(json.dumps(row) + "\n")
 
     def plot(self) -> None:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for ax, name in zip(axes, ("mlm", "nsp")):
+        names = [("mlm", "MLM")] + ([("nsp", self.pair_task)] if self.pair_task else [])
+        fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+        for ax, (name, title) in zip(axes[0], names):
             for split, style in (("train", "-"), ("eval", "o--")):
                 rows = [r for r in self.rows if r["split"] == split]
                 if rows:
                     ax.plot([r["step"] for r in rows], [r[f"{name}_loss"] for r in rows], style,
                             label="held-out" if split == "eval" else split)
-            ax.set(title=f"{name.upper()} loss", xlabel="step", ylabel="loss")
+            ax.set(title=f"{title} loss", xlabel="step", ylabel="loss")
             ax.grid(alpha=0.3)
             ax.legend()
         fig.tight_layout()
@@ -67,5 +77,8 @@ class Reporter:
         self.bar.close()
         last = next(r for r in reversed(self.rows) if r["split"] == "train")
         rates = self.rates or [last["pairs_per_sec"]]
-        return [f"MLM loss {last['mlm_loss']:.3f}, NSP loss {last['nsp_loss']:.3f}",
+        losses = f"MLM loss {last['mlm_loss']:.3f}"
+        if self.pair_task:
+            losses += f", {self.pair_task} loss {last['nsp_loss']:.3f}"
+        return [losses,
                 f"{statistics.median(rates):.1f} sentence pairs/sec on {devices}"]

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxbert import checkpoint, corpus, data, losses, optim, report, rundir
+from jaxbert import checkpoint, data, losses, optim, report, rundir
 from jaxbert import tokenizer as tokenizers
 from jaxbert.config import Config
 from jaxbert.errors import JaxbertError
@@ -27,15 +27,15 @@ class TrainState:
     opt_state: optax.OptState
 
 
-def forward(graphdef, params, batch, *, deterministic: bool, rngs: nnx.Rngs | None = None):
+def forward(graphdef, params, batch, *, deterministic: bool, with_nsp: bool, rngs: nnx.Rngs | None = None):
     """MLM and NSP metrics of one batch; the model is rebuilt from (graphdef, params) inside the trace."""
     model = nnx.merge(graphdef, params)
     _, mlm_logits, nsp_logits = model(batch["input_ids"], batch["segment_ids"], batch["valid_lens"],
                                       batch["masked_positions"], deterministic=deterministic, rngs=rngs)
-    return losses.pretraining_metrics(mlm_logits, nsp_logits, batch)
+    return losses.pretraining_metrics(mlm_logits, nsp_logits, batch, with_nsp=with_nsp)
 
 
-def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Array):
+def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Array, *, with_nsp: bool = True):
     """(train_step, eval_step), each jitted once; train_step donates the state it is given."""
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
@@ -43,7 +43,7 @@ def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Arra
 
         def loss_fn(params):
             rngs = nnx.Rngs(dropout=key)  # made inside the differentiated trace, which advances it
-            metrics = forward(graphdef, params, batch, deterministic=False, rngs=rngs)
+            metrics = forward(graphdef, params, batch, deterministic=False, with_nsp=with_nsp, rngs=rngs)
             return metrics["loss"], metrics
 
         grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -52,7 +52,7 @@ def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Arra
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     def eval_step(params, batch) -> dict:
-        return forward(graphdef, params, batch, deterministic=True)
+        return forward(graphdef, params, batch, deterministic=True, with_nsp=with_nsp)
 
     return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
 
@@ -68,15 +68,15 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         overwrite: bool = False) -> list[str]:
     """Train `cfg` into `run_dir` (or continue the run there); returns the summary lines."""
     run_dir = Path(run_dir)
-    folder = corpus.locate_wikitext2(data_dir)  # before touching run_dir: a bad --data changes nothing
+    source = data.locate(data_dir)  # before touching run_dir: a bad --data changes nothing
     resuming = rundir.claim(run_dir, resume=resume, overwrite=overwrite)
     if resuming:
         cfg = _resumed_config(cfg, run_dir)
         tok = tokenizers.load(run_dir / rundir.TOKENIZER)
-        _, train_set, eval_set = data.load_wikitext2(folder, cfg.data, tok)
+        _, train_set, eval_set = data.load(source, cfg.data, tok)
     else:
         try:
-            tok, train_set, eval_set = data.load_wikitext2(folder, cfg.data)
+            tok, train_set, eval_set = data.load(source, cfg.data)
         except BaseException:
             run_dir.rmdir() if not any(run_dir.iterdir()) else None  # leave no empty run behind
             raise
@@ -98,15 +98,17 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         raise JaxbertError(f"the run in {run_dir} already reached step {start} of train.steps={cfg.train.steps}; "
                            f"pass --set train.steps=N with N > {start} to train further")
 
-    train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed))
-    eval_batches = eval_set.eval_batches(cfg.train.eval_batches, batch_size)
+    train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
+                                       with_nsp=cfg.data.objective != "mlm")
+    eval_batches = eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else []
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
-                          start_step=start)
+                          start_step=start, pair_task={"nsp": "NSP", "sop": "SOP"}.get(cfg.data.objective))
     if eval_batches and start == 0:
         rep.eval(0, evaluate(eval_step, state.params, eval_batches))  # the baseline the curves fall from
     sums, interval_start, t0, first = None, start, time.perf_counter(), True
     for step in range(start + 1, cfg.train.steps + 1):
-        state, metrics = train_step(state, train_set.batch(step - 1, batch_size))
+        state, metrics = train_step(state, train_set.batch(step - 1, batch_size, jax.process_index(),
+                                                           jax.process_count()))
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)  # stays on device
         rep.bar.update()
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
