@@ -24,8 +24,16 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
+# Benchmarks need the shared data folder (SHARED, default ../shared/data) and, for the comparison with the
+# book's code, PyTorch (CPU) and d2l 1.0.3 (without its pinned dependencies).
+SHARED ?= ../shared/data
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/train_throughput.py $(if $(DATA),--data $(DATA))
+	$(BIN)/pip install --quiet torch==2.13.0 pandas requests ipython matplotlib-inline
+	$(BIN)/pip install --quiet --no-deps d2l==1.0.3
+	cd benchmarks && ../$(BIN)/python train_throughput.py --data ../$(SHARED)/wikitext-2
+	cd benchmarks && ../$(BIN)/python xla_cpu_layouts.py
+	cd benchmarks && ../$(BIN)/python prepare_vs_d2l.py --data ../$(SHARED)/wikitext-2
+	cd benchmarks && ../$(BIN)/python prepare_scale.py --data ../$(SHARED)
 
 clean:
 	rm -rf $(VENV) runs

@@ -9,7 +9,7 @@
     PREP_DIR/{train,eval}/document_sentences.bin   (D,) uint32
 
 Documents stream through in chunks, so memory stays flat whatever the corpus size; each chunk is tokenized by
-`encode_batch` on all cores. Everything is written into a temporary folder beside the target and renamed at
+`encode_batch_fast` on all cores. Everything is written into a temporary folder beside the target and renamed at
 the end: an interrupted prepare leaves nothing that looks complete.
 """
 
@@ -118,7 +118,7 @@ def _stream(files, writers, tok, *, fmt, text_field, split, chunk, route) -> int
     def flush(split_name):
         sentences, sizes = pending[split_name]
         if sentences:
-            writers[split_name].write(tok.encode_batch(sentences, add_special_tokens=False), sizes)
+            writers[split_name].write(tok.encode_batch_fast(sentences, add_special_tokens=False), sizes)
         pending[split_name] = ([], [])
 
     for path in files:

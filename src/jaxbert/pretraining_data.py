@@ -31,13 +31,17 @@ class Sentences:
     paragraph_lengths: np.ndarray  # sentences per paragraph
 
     @classmethod
+    def from_arrays(cls, ids: np.ndarray, lengths: np.ndarray, paragraph_lengths: np.ndarray) -> "Sentences":
+        """From the flat ids, the tokens per sentence and the sentences per paragraph."""
+        return cls(ids=ids, starts=_exclusive_cumsum(lengths), lengths=lengths,
+                   paragraph_starts=_exclusive_cumsum(paragraph_lengths), paragraph_lengths=paragraph_lengths)
+
+    @classmethod
     def from_lists(cls, paragraphs: list[list[list[int]]]) -> "Sentences":
         sentences = [s for p in paragraphs for s in p]
         lengths = np.array([len(s) for s in sentences], dtype=np.int64)
-        p_lengths = np.array([len(p) for p in paragraphs], dtype=np.int64)
         ids = np.fromiter((t for s in sentences for t in s), dtype=np.int32, count=int(lengths.sum()))
-        return cls(ids=ids, starts=_exclusive_cumsum(lengths), lengths=lengths,
-                   paragraph_starts=_exclusive_cumsum(p_lengths), paragraph_lengths=p_lengths)
+        return cls.from_arrays(ids, lengths, np.array([len(p) for p in paragraphs], dtype=np.int64))
 
 
 def nsp_pairs(sent: Sentences, max_len: int, rng: np.random.Generator):
