@@ -5,6 +5,8 @@
     jaxbert pretrain --preset d2l-tiny [--data DIR] --out RUN_DIR [--set section.field=value ...]
     jaxbert encode RUN_DIR "a crane is flying"
     jaxbert encode RUN_DIR --pair "a crane driver came" "he just left"
+    jaxbert export RUN_DIR HF_DIR          # a transformers BertForPreTraining checkpoint
+    jaxbert import HF_DIR RUN_DIR          # a transformers BERT checkpoint as a jaxbert run
 """
 
 import argparse
@@ -61,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", required=True, type=Path)
     prep.add_argument("--overwrite", action="store_true", help="replace prepared data in --out")
 
+    exp = sub.add_parser("export", help="write a run as a transformers BertForPreTraining checkpoint")
+    exp.add_argument("run_dir", type=Path)
+    exp.add_argument("out_dir", type=Path)
+    imp = sub.add_parser("import", help="turn a transformers BERT checkpoint into a jaxbert run")
+    imp.add_argument("hf_dir", type=Path)
+    imp.add_argument("run_dir", type=Path)
+    imp.add_argument("--preset", default="bert-base", help="where the data/optim/train settings come from")
+
     enc = sub.add_parser("encode", help="print the contextual vectors of a sentence or a sentence pair")
     enc.add_argument("run_dir", type=Path)
     what = enc.add_mutually_exclusive_group(required=True)
@@ -116,6 +126,22 @@ def prepare(args) -> None:
     print(f"{manifest['empty_documents_skipped']} empty documents skipped; prepared data in {args.out}")
 
 
+def export(args) -> None:
+    from jaxbert import hf
+
+    files = hf.export(args.run_dir, args.out_dir)
+    print(f"transformers checkpoint in {args.out_dir}: {', '.join(files)}")
+
+
+def import_(args) -> None:
+    from jaxbert import hf
+
+    missing = hf.import_checkpoint(args.hf_dir, args.run_dir, base=args.preset)
+    if missing:
+        print(f"not in the checkpoint, initialised afresh: {', '.join(missing)}")
+    print(f"jaxbert run (step 0) in {args.run_dir}")
+
+
 def encode(args) -> None:
     import numpy as np
 
@@ -136,7 +162,8 @@ def encode(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        command = {"pretrain": pretrain, "encode": encode, "prepare": prepare, "tokenizer": tokenizer_train}
+        command = {"pretrain": pretrain, "encode": encode, "prepare": prepare, "tokenizer": tokenizer_train,
+                   "export": export, "import": import_}
         command[args.command](args)
     except JaxbertError as e:
         print(f"jaxbert: error: {e}", file=sys.stderr)

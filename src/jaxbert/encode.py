@@ -19,19 +19,23 @@ from jaxbert.config import Config
 from jaxbert.model import BertForPreTraining
 
 
+def restore_run(run_dir: Path):
+    """(config, tokenizer, model with the latest checkpoint's parameters, step) of a run directory."""
+    run_dir = rundir.require_run(run_dir)
+    cfg = Config.load(run_dir / rundir.CONFIG)
+    tok = tokenizers.load(run_dir / rundir.TOKENIZER)
+    abstract = nnx.eval_shape(lambda: BertForPreTraining(cfg.model, rngs=nnx.Rngs(0)))
+    graphdef, abstract_params = nnx.split(abstract, nnx.Param)
+    step = rundir.latest_step(run_dir)
+    params, _ = checkpoint.restore(checkpoint.manager(run_dir), step, abstract_params)
+    return cfg, tok, nnx.merge(graphdef, params), step
+
+
 class Encoder:
     """A trained BERT encoder with its tokenizer; dropout is off."""
 
     def __init__(self, run_dir: Path):
-        run_dir = rundir.require_run(run_dir)
-        self.config = Config.load(run_dir / rundir.CONFIG)
-        self.tokenizer = tokenizers.load(run_dir / rundir.TOKENIZER)
-        abstract = nnx.eval_shape(lambda: BertForPreTraining(self.config.model, rngs=nnx.Rngs(0)))
-        graphdef, abstract_params = nnx.split(abstract, nnx.Param)
-        step = rundir.latest_step(run_dir)
-        params, _ = checkpoint.restore(checkpoint.manager(run_dir), step, abstract_params)
-        self.step = step
-        self.model = nnx.merge(graphdef, params)
+        self.config, self.tokenizer, self.model, self.step = restore_run(run_dir)
         self._encode = nnx.jit(lambda m, ids, segs, lens: m.encode(ids, segs, lens))
 
     def tokens(self, tokens_a, tokens_b=None) -> list[str]:
