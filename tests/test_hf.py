@@ -159,3 +159,24 @@ def test_import_refuses_what_is_not_bert(tmp_path, capsys):
     assert "model_type 'gpt2'" in capsys.readouterr().err and not (tmp_path / "run").exists()
     with pytest.raises(JaxbertError, match="neither model.safetensors nor pytorch_model.bin"):
         hf.read_weights(tmp_path)
+
+
+def test_an_imported_checkpoint_resumes_pretraining(tmp_path):
+    from jaxbert import prepare
+
+    torch.manual_seed(2)
+    cfg = transformers.BertConfig(vocab_size=70, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64)
+    transformers.BertForPreTraining(cfg).save_pretrained(tmp_path / "hf")
+    wordpiece_files(tmp_path / "hf", 70)
+    hf.import_checkpoint(tmp_path / "hf", tmp_path / "run")
+    # Data prepared with the run's own tokenizer, then two more steps from step 0.
+    text = "\n\n".join("\n".join(f"the quick brown fox number {i + j} jumps over it" for j in range(4))
+                       for i in range(80))
+    (tmp_path / "c.txt").write_text(text + "\n")
+    prepare.prepare([tmp_path / "c.txt"], tmp_path / "prep", tokenizers.load(tmp_path / "run" / "tokenizer.json"),
+                    eval_fraction=0.0)
+    saved = config.Config.load(tmp_path / "run" / "config.json")
+    resumed = config.override(saved, ["train.steps=2", "train.batch_size=8", "train.eval_batches=0"])
+    summary = train.run(resumed, tmp_path / "run", data_dir=str(tmp_path / "prep"), resume=True)
+    assert summary[0].startswith("MLM loss ") and (tmp_path / "run" / "checkpoints" / "2").is_dir()

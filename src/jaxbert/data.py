@@ -189,6 +189,10 @@ def load_prepared(folder: Path, cfg: DataConfig, tok: Tokenizer | None = None):
             sets.append(None)
             continue
         tokens, sentence_lengths, document_sentences = arrays
+        if cfg.objective == "nsp" and len(document_sentences) < 2:
+            raise JaxbertError(f"the {split} split of {folder} has one document, and NSP draws random next "
+                               "segments from other documents; prepare with more documents there "
+                               "(--eval-corpus / --eval-fraction) or use data.objective=sop or mlm")
         inst = instances.create_instances(sentence_lengths, document_sentences, max_len=cfg.max_len,
                                           objective=cfg.objective, short_seq_prob=cfg.short_seq_prob,
                                           rng=np.random.default_rng([cfg.seed, stream]))
