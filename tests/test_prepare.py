@@ -174,3 +174,22 @@ def test_resume_refuses_data_prepared_with_another_tokenizer(prepared, tmp_path)
     with pytest.raises(JaxbertError, match="prepared with another tokenizer"):
         train.run(config.override(cfg, ["train.steps=4"]), tmp_path / "run", data_dir=str(tmp_path / "other"),
                   resume=True)
+
+
+def test_wikitext2_with_berts_vocabulary_trains_each_objective(wikitext_slice, wikitext_dir, tmp_path):
+    tok = tokenizers.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
+    prepare.prepare([wikitext_slice / "wiki.train.tokens"], tmp_path / "prep", tok,
+                    eval_files=[wikitext_slice / "wiki.valid.tokens"])
+    for objective in ("nsp", "sop", "mlm"):
+        cfg = config.override(config.preset("bert-tiny"), TINY + ["train.steps=2", f"data.objective={objective}",
+                                                                 "model.intermediate_size=128"])
+        summary = train.run(cfg, tmp_path / objective, data_dir=str(tmp_path / "prep"))
+        assert summary[0].startswith("MLM loss ")
+        assert config.Config.load(tmp_path / objective / "config.json").model.vocab_size == 30522
+
+
+def test_a_config_that_does_not_fit_the_prepared_data_is_refused(prepared, tmp_path):
+    cfg = config.override(config.preset("d2l-tiny"), TINY + ["model.vocab_size=30522"])
+    with pytest.raises(JaxbertError, match="does not match the data's tokenizer"):
+        train.run(cfg, tmp_path / "run", data_dir=str(prepared))
+    assert not (tmp_path / "run").exists()

@@ -80,6 +80,11 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         except BaseException:
             run_dir.rmdir() if not any(run_dir.iterdir()) else None  # leave no empty run behind
             raise
+        if cfg.model.vocab_size not in (0, tok.get_vocab_size()):
+            run_dir.rmdir() if not any(run_dir.iterdir()) else None
+            raise JaxbertError(f"model.vocab_size={cfg.model.vocab_size} does not match the data's tokenizer "
+                               f"({tok.get_vocab_size()} tokens); leave model.vocab_size at 0 or prepare the "
+                               "data with a matching tokenizer")
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
         tok.save(str(run_dir / rundir.TOKENIZER))
         cfg.save(run_dir / rundir.CONFIG)
