@@ -122,3 +122,33 @@ def test_deterministic_from_seed(setup):
     for k in pd.FIELDS:
         np.testing.assert_array_equal(one[k], two[k])
     assert not np.array_equal(one["input_ids"], other["input_ids"])
+
+
+def test_whole_word_masking_follows_googles_rule():
+    """Visit words in key order; take a word if all its pieces still fit, else skip it (reference loop)."""
+    rng = np.random.default_rng(7)
+    sp = tokenizers.SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
+    n, t = 300, 24
+    valid = rng.integers(8, t + 1, n)
+    ids = rng.integers(5, 50, (n, t))
+    ids[:, 0] = sp.cls
+    ids[np.arange(n), valid - 1] = sp.sep
+    ids[np.arange(t)[None] >= valid[:, None]] = sp.pad
+    word_start = rng.random((n, t)) < 0.4  # long words, so budgets get exceeded often
+    draws = pd.rng_draws(rng, (n, t), 50)
+    _, positions, _, weights = pd.mask_tokens(ids, valid, sp, 50, 0.3, 8, draws, word_start)
+    for r in range(n):
+        words, current = [], None  # reference: the book-keeping of create_pretraining_data.py
+        for i in range(1, valid[r] - 1):
+            if word_start[r, i] or current is None:
+                current = [i]
+                words.append(current)
+            else:
+                current.append(i)
+        words.sort(key=lambda w: draws[0][r, w[0]])
+        budget = min(max(1, round(valid[r] * 0.3)), 8)
+        taken = []
+        for w in words:
+            if len(taken) + len(w) <= budget:
+                taken += w
+        assert sorted(taken) == list(positions[r][weights[r] == 1]), r

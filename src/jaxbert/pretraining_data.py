@@ -98,8 +98,9 @@ def mask_tokens(ids: np.ndarray, valid_lens: np.ndarray, specials: SpecialIds, v
     min(max(1, round(mask_prob * valid_len)), P) of them (round half to even, as d2l and Google's BERT), taken in
     key order, listed in position order and padded with position 0, label 0 and weight 0 up to P.
 
-    With `word_start` ((N, T) bool, True where a token begins a word), whole words are masked: every piece of a
-    word shares the key of its first piece, and a word is taken only if all its pieces fit in the budget.
+    With `word_start` ((N, T) bool, True where a token begins a word), whole words are masked as Google's BERT
+    does: words are visited in the order of their first piece's key, and each is taken if all its pieces still
+    fit in the budget, or else skipped for the next.
     """
     select, action, random_tokens = draws
     n, t = ids.shape
@@ -115,12 +116,10 @@ def mask_tokens(ids: np.ndarray, valid_lens: np.ndarray, specials: SpecialIds, v
     order = np.lexsort((pos, keys), axis=1)  # by key, then position: a word's pieces stay together
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, pos, axis=1)
-    last_rank = rank  # the rank of the last piece of each token's word
-    if word_start is not None:
-        words = (np.arange(n)[:, None] * t + first)[candidate]
-        size = np.take_along_axis(np.bincount(words, minlength=n * t).reshape(n, t), first, axis=1)
-        last_rank = rank + size - 1 - (pos - first)
-    chosen = candidate & (last_rank < budget[:, None])
+    if word_start is None:
+        chosen = candidate & (rank < budget[:, None])
+    else:
+        chosen = candidate & _whole_words(candidate, begins, first, order, budget)
     positions = np.sort(np.where(chosen, pos, t), axis=1)[:, :num_predictions]  # position order, padding last
     real = positions < t
     positions = np.where(real, positions, 0).astype(np.int32)
@@ -132,6 +131,24 @@ def mask_tokens(ids: np.ndarray, valid_lens: np.ndarray, specials: SpecialIds, v
     rows = np.broadcast_to(np.arange(n)[:, None], positions.shape)
     corrupted[rows[real], positions[real]] = replacement[real]
     return corrupted, positions, labels, real.astype(np.float32)
+
+
+def _whole_words(candidate, begins, first, order, budget):
+    """(N, T) bool: the pieces of the words taken, visiting words in `order` and skipping those that no longer
+    fit. A loop over the T visiting slots, each step vectorised over the N rows."""
+    n, t = candidate.shape
+    words = (np.arange(n)[:, None] * t + first)[candidate]
+    size = np.bincount(words, minlength=n * t).reshape(n, t)  # pieces of the word starting at each position
+    size_in_order = np.take_along_axis(np.where(begins, size, 0), order, axis=1)  # 0 for non-first pieces
+    taken_in_order = np.zeros((n, t), bool)
+    total = np.zeros(n, np.int64)
+    for j in range(t):
+        s = size_in_order[:, j]
+        taken_in_order[:, j] = (s > 0) & (total + s <= budget)
+        total += np.where(taken_in_order[:, j], s, 0)
+    taken_first = np.zeros((n, t), bool)
+    np.put_along_axis(taken_first, order, taken_in_order, axis=1)
+    return np.take_along_axis(taken_first, first, axis=1)
 
 
 def rng_draws(rng: np.random.Generator, shape: tuple[int, int], vocab_size: int):
