@@ -137,6 +137,7 @@ def test_too_few_pairs_for_a_batch(tmp_path, capsys):
     code, _, err = jaxbert_cli(capsys, "pretrain", "--data", d, "--out", tmp_path / "r",
                                "--set", "data.min_freq=1")
     one_line_error(code, err, "fewer than one batch of 512", "lower train.batch_size")
+    assert not (tmp_path / "r").exists()  # so the same command with a smaller batch just works
 
 
 def test_out_dir_with_other_files_is_left_alone(wikitext_slice, tmp_path, capsys):

@@ -70,26 +70,27 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     run_dir = Path(run_dir)
     source = data.locate(data_dir)  # before touching run_dir: a bad --data changes nothing
     resuming = rundir.claim(run_dir, resume=resume, overwrite=overwrite)
+    batch_size = cfg.train.batch_size
     if resuming:
         cfg = _resumed_config(cfg, run_dir)
         tok = tokenizers.load(run_dir / rundir.TOKENIZER)
         _, train_set, eval_set = data.load(source, cfg.data, tok)
+        data.batch_indices(len(train_set), batch_size, cfg.data.seed, 0)  # fails early if the set is too small
     else:
-        try:
+        try:  # every check before the first file is written: a refused run leaves no directory behind
             tok, train_set, eval_set = data.load(source, cfg.data)
+            data.batch_indices(len(train_set), batch_size, cfg.data.seed, 0)
+            if cfg.model.vocab_size not in (0, tok.get_vocab_size()):
+                raise JaxbertError(f"model.vocab_size={cfg.model.vocab_size} does not match the data's tokenizer "
+                                   f"({tok.get_vocab_size()} tokens); leave model.vocab_size at 0 or prepare "
+                                   "the data with a matching tokenizer")
         except BaseException:
-            run_dir.rmdir() if not any(run_dir.iterdir()) else None  # leave no empty run behind
+            if not any(run_dir.iterdir()):
+                run_dir.rmdir()
             raise
-        if cfg.model.vocab_size not in (0, tok.get_vocab_size()):
-            run_dir.rmdir() if not any(run_dir.iterdir()) else None
-            raise JaxbertError(f"model.vocab_size={cfg.model.vocab_size} does not match the data's tokenizer "
-                               f"({tok.get_vocab_size()} tokens); leave model.vocab_size at 0 or prepare the "
-                               "data with a matching tokenizer")
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
         tok.save(str(run_dir / rundir.TOKENIZER))
         cfg.save(run_dir / rundir.CONFIG)
-    batch_size = cfg.train.batch_size
-    data.batch_indices(len(train_set), batch_size, cfg.data.seed, 0)  # fails early if the set is too small
 
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(cfg, tx)
