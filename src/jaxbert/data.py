@@ -103,8 +103,12 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
 def split_words(paragraphs: list[list[str]]):
     """(all whitespace-split words in order, words per sentence, sentences per paragraph)."""
     flat = [s for p in paragraphs for s in p]
-    words = " ".join(flat).split()  # the same words as splitting each sentence, in one C-level call
-    lengths = np.fromiter(map(len, map(str.split, flat)), np.int64, len(flat))
+    joined = " ".join(flat)
+    words = joined.split()  # the same words as splitting each sentence, in one C-level call
+    if len(joined.split(" ")) == len(words):  # only single spaces, no empty sentence (WikiText): count them
+        lengths = np.fromiter(map(str.count, flat, itertools.repeat(" ")), np.int64, len(flat)) + 1
+    else:
+        lengths = np.fromiter(map(len, map(str.split, flat)), np.int64, len(flat))
     return words, lengths, np.fromiter(map(len, paragraphs), np.int64, len(paragraphs))
 
 

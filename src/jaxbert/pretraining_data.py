@@ -113,16 +113,18 @@ def mask_tokens(ids: np.ndarray, valid_lens: np.ndarray, specials: SpecialIds, v
         first = np.maximum.accumulate(np.where(begins, pos, 0), axis=1)  # each token's word start
         select = np.take_along_axis(select, first, axis=1)
     keys = np.where(candidate, select, 2.0)  # non-candidates sort last
-    order = np.lexsort((pos, keys), axis=1)  # by key, then position: a word's pieces stay together
-    rank = np.empty_like(order)
-    np.put_along_axis(rank, order, pos, axis=1)
-    if word_start is None:
-        chosen = candidate & (rank < budget[:, None])
+    if word_start is None:  # the `budget` smallest keys: a partial sort of each row, then a threshold
+        k = min(num_predictions, t)
+        smallest = np.sort(np.partition(keys, k - 1, axis=1)[:, :k], axis=1)
+        chosen = candidate & (keys <= np.take_along_axis(smallest, budget[:, None] - 1, axis=1))
     else:
+        order = np.lexsort((pos, keys), axis=1)  # by key, then position: a word's pieces stay together
         chosen = candidate & _whole_words(candidate, begins, first, order, budget)
-    positions = np.sort(np.where(chosen, pos, t), axis=1)[:, :num_predictions]  # position order, padding last
-    real = positions < t
-    positions = np.where(real, positions, 0).astype(np.int32)
+    rows, cols = np.nonzero(chosen)  # row by row, in position order
+    slot = np.cumsum(chosen, axis=1)[rows, cols] - 1
+    positions = np.zeros((n, num_predictions), np.int32)
+    real = np.zeros((n, num_predictions), bool)
+    positions[rows, slot], real[rows, slot] = cols, True
     labels = np.where(real, np.take_along_axis(ids, positions, axis=1), 0).astype(np.int32)
     act = np.take_along_axis(action, positions, axis=1)
     rand = np.take_along_axis(random_tokens, positions, axis=1)
