@@ -11,6 +11,7 @@ run reads exactly the batches it would have read. With several processes, proces
 """
 
 import dataclasses
+import functools
 import itertools
 from pathlib import Path
 
@@ -33,9 +34,9 @@ class _Batches:
     def batch(self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1) -> Batch:
         if batch_size % process_count:
             raise JaxbertError(f"train.batch_size={batch_size} is not divisible by {process_count} processes")
-        rows = batch_indices(len(self), batch_size, self.seed, step)
+        epoch, rows = epoch_and_rows(len(self), batch_size, self.seed, step)
         share = batch_size // process_count
-        return self.take(rows[process_index * share:(process_index + 1) * share], step // (len(self) // batch_size))
+        return self.take(rows[process_index * share:(process_index + 1) * share], epoch)
 
     def eval_batches(self, count: int, batch_size: int) -> list[Batch]:
         """The first `count` full batches in stored order (fewer if the set is small): the same every time."""
@@ -91,13 +92,25 @@ class InstanceSet(_Batches):
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     """Rows of step `step`: epoch e = step // (n // B) visits a permutation seeded by (seed, e); the
     remainder of each epoch is dropped so that every batch is full."""
+    return epoch_and_rows(n, batch_size, seed, step)[1]
+
+
+def epoch_and_rows(n: int, batch_size: int, seed: int, step: int) -> tuple[int, np.ndarray]:
+    """(epoch, rows) of step `step`, as `batch_indices` describes."""
     per_epoch = n // batch_size
     if per_epoch == 0:
         raise JaxbertError(f"only {n} sentence pairs, fewer than one batch of {batch_size}; "
                            "lower train.batch_size or use a larger corpus")
     epoch, index = divmod(step, per_epoch)
+    return epoch, _epoch_order(n, seed, epoch)[index * batch_size:(index + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's permutation, drawn once per epoch rather than at every step (read-only: it is shared)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
-    return order[index * batch_size:(index + 1) * batch_size]
+    order.flags.writeable = False
+    return order
 
 
 def split_words(paragraphs: list[list[str]]):
