@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from jaxbert import example_rows
 from jaxbert import pretraining_data as pd
 from jaxbert import tokenizer as tokenizers
 
@@ -27,7 +28,7 @@ def make(setup, seed=0, max_len=16, mask_prob=0.15, p=None):
     sent, specials, v = setup
     p = p or round(max_len * mask_prob)
     return pd.make_examples(sent, specials, v, max_len=max_len, mask_prob=mask_prob, num_predictions=p,
-                            rng=np.random.default_rng(seed))
+                            seed=seed)
 
 
 def test_vocab_is_sorted_with_specials_and_min_freq():
@@ -44,7 +45,7 @@ def test_layout_specials_and_segments(setup):
     n, t = ex["input_ids"].shape
     assert n > 100 and t == 16
     # Rebuild each row's unmasked tokens from the sentences it came from and compare the layout.
-    a, b, _ = pd.nsp_pairs(sent, 16, np.random.default_rng(0))
+    a, b, _ = pd.nsp_pairs(sent, 16, np.random.default_rng([0, 0]))  # make_examples' pairs: (seed, stream)
     ids, segments, valid = pd.assemble_pairs(sent, a, b, 16, sp)
     for row in range(n):
         la, lb = sent.lengths[a[row]], sent.lengths[b[row]]
@@ -108,7 +109,7 @@ def test_80_10_10_rates_over_many_draws(setup):
 def test_unmasked_positions_untouched(setup):
     sent, sp, _ = setup
     ex = make(setup, seed=3)
-    a, b, _ = pd.nsp_pairs(sent, 16, np.random.default_rng(3))
+    a, b, _ = pd.nsp_pairs(sent, 16, np.random.default_rng([3, 0]))
     ids, _, _ = pd.assemble_pairs(sent, a, b, 16, sp)
     changed = ex["input_ids"] != ids
     chosen = np.zeros_like(changed)
@@ -135,7 +136,7 @@ def test_whole_word_masking_follows_googles_rule():
     ids[np.arange(n), valid - 1] = sp.sep
     ids[np.arange(t)[None] >= valid[:, None]] = sp.pad
     word_start = rng.random((n, t)) < 0.4  # long words, so budgets get exceeded often
-    draws = pd.rng_draws(rng, (n, t), 50)
+    draws = pd.hash_draws((n, t), 50, 7, np.arange(n)[:, None])
     _, positions, _, weights = pd.mask_tokens(ids, valid, sp, 50, 0.3, 8, draws, word_start)
     for r in range(n):
         words, current = [], None  # reference: the book-keeping of create_pretraining_data.py
@@ -152,3 +153,29 @@ def test_whole_word_masking_follows_googles_rule():
             if len(taken) + len(w) <= budget:
                 taken += w
         assert sorted(taken) == list(positions[r][weights[r] == 1]), r
+
+
+@pytest.mark.parametrize("t, p, mask_prob", [(64, 10, 0.15), (16, 3, 0.5), (128, 20, 0.15), (8, 8, 0.9)])
+def test_compiled_rows_equal_the_vectorised_definition(t, p, mask_prob):
+    """example_rows.build gives exactly assemble + mask_tokens with hash_draws, specials inside A/B included."""
+    rng = np.random.default_rng(t)
+    sp = tokenizers.SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
+    v, n = 1000, 3000
+    tokens = rng.integers(5, v, 100_000).astype(np.int32)
+    tokens[rng.integers(0, len(tokens), 300)] = sp.sep
+    la = rng.integers(0, t - 3, n)
+    lb = np.minimum(rng.integers(0, t, n), t - 3 - la)
+    lb[rng.random(n) < 0.2] = 0  # single segments (MLM only)
+    a0, b0 = rng.integers(0, len(tokens) - t, n), rng.integers(0, len(tokens) - t, n)
+    example = rng.integers(0, 10**6, n)
+    got = example_rows.build(tokens, a0, la, b0, lb, example, max_len=t, specials=sp, vocab_size=v,
+                             mask_prob=mask_prob, num_predictions=p, seed=7, stream=1, epoch=3)
+    ids, segments, valid = pd.assemble(tokens, a0, la, b0, lb, t, sp)
+    draws = pd.hash_draws(ids.shape, v, 7, 1, 3, example[:, None])
+    input_ids, positions, labels, weights = pd.mask_tokens(ids, valid, sp, v, mask_prob, p, draws)
+    want = dict(input_ids=input_ids, segment_ids=segments, valid_lens=valid, masked_positions=positions,
+                masked_ids=labels, masked_weights=weights)
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype, k
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)

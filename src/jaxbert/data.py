@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, models
 
-from jaxbert import corpus, instances, prepare, pretraining_data
+from jaxbert import corpus, example_rows, instances, prepare, pretraining_data, wikitext
 from jaxbert import tokenizer as tokenizers
 from jaxbert.config import DataConfig
 from jaxbert.errors import JaxbertError
@@ -76,15 +76,21 @@ class InstanceSet(_Batches):
 
     def take(self, idx: np.ndarray, epoch: int = 0) -> Batch:
         i = self.inst.take(idx)
+        # Static masking: the same for an example in every epoch (as BERT); dynamic: drawn afresh (RoBERTa).
+        masking_epoch = epoch if self.cfg.dynamic_masking else 0
+        if self.word_start is None:
+            arrays = example_rows.build(
+                self.tokens, i.a_start, i.a_len, i.b_start, i.b_len, idx, max_len=self.cfg.max_len,
+                specials=self.specials, vocab_size=self.vocab_size, mask_prob=self.cfg.mask_prob,
+                num_predictions=self.cfg.num_predictions, seed=self.seed, stream=self.stream, epoch=masking_epoch)
+            return arrays | {"nsp_labels": i.label}
         ids, segments, valid = pretraining_data.assemble(self.tokens, i.a_start, i.a_len, i.b_start, i.b_len,
                                                          self.cfg.max_len, self.specials)
-        # Static masking: the same for an example in every epoch (as BERT); dynamic: drawn afresh (RoBERTa).
-        draws = pretraining_data.hash_draws(ids.shape, self.vocab_size, self.seed, self.stream,
-                                            epoch if self.cfg.dynamic_masking else 0, idx[:, None])
-        starts = None if self.word_start is None else self.word_start[ids]
+        draws = pretraining_data.hash_draws(ids.shape, self.vocab_size, self.seed, self.stream, masking_epoch,
+                                            idx[:, None])
         input_ids, positions, labels, weights = pretraining_data.mask_tokens(
             ids, valid, self.specials, self.vocab_size, self.cfg.mask_prob, self.cfg.num_predictions, draws,
-            starts)
+            self.word_start[ids])
         return dict(input_ids=input_ids, segment_ids=segments, valid_lens=valid, masked_positions=positions,
                     masked_ids=labels, masked_weights=weights, nsp_labels=i.label)
 
@@ -113,55 +119,41 @@ def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return order
 
 
-def split_words(paragraphs: list[list[str]]):
-    """(all whitespace-split words in order, words per sentence, sentences per paragraph)."""
-    flat = [s for p in paragraphs for s in p]
-    joined = " ".join(flat)
-    words = joined.split()  # the same words as splitting each sentence, in one C-level call
-    if len(joined.split(" ")) == len(words):  # only single spaces, no empty sentence (WikiText): count them
-        lengths = np.fromiter(map(str.count, flat, itertools.repeat(" ")), np.int64, len(flat)) + 1
-    else:
-        lengths = np.fromiter(map(len, map(str.split, flat)), np.int64, len(flat))
-    return words, lengths, np.fromiter(map(len, paragraphs), np.int64, len(paragraphs))
-
-
-def encode_words(words, lengths, paragraph_lengths, tok: Tokenizer) -> pretraining_data.Sentences:
-    """Word-level ids: one dict look-up per word gives what `tok.encode` gives for lower-cased text, several
-    times faster than building an `Encoding` per sentence."""
-    if not isinstance(tok.model, models.WordLevel):
-        raise JaxbertError("a WikiText folder needs a word-level tokenizer, and this run's is not one; pass the "
-                           "prepared directory (`jaxbert prepare`) the run was trained on")
-    unk = tokenizers.special_ids(tok).unk
-    ids = np.fromiter(map(tok.get_vocab().get, words, itertools.repeat(unk)), np.int32, len(words))
-    return pretraining_data.Sentences.from_arrays(ids, lengths, paragraph_lengths)
-
-
 def load_wikitext2(folder: Path, cfg: DataConfig, tok: Tokenizer | None = None):
     """(tokenizer, train examples, held-out examples) from `wiki.train.tokens` and `wiki.valid.tokens`.
 
     Without `tok`, a word-level vocabulary is built on the training split (the book's, `min_freq`).
     """
     folder = Path(folder)
-    sets = []
+    sets, vocab = [], None
     for stream, name in enumerate(("wiki.train.tokens", "wiki.valid.tokens")):
-        paragraphs = corpus.read_wiki_paragraphs(folder / name)
-        if not paragraphs:
+        words = wikitext.read_words(folder / name)
+        if not len(words.paragraph_lengths):
             raise JaxbertError(f"{folder / name} has no line with two or more sentences (' . '), so no sentence "
                                "pairs; give a WikiText-format corpus")
-        words, lengths, paragraph_lengths = split_words(paragraphs)
         if tok is None:
-            tok = tokenizers.word_tokenizer(tokenizers.build_word_vocab([words], cfg.min_freq))
-        sets.append(_examples(encode_words(words, lengths, paragraph_lengths, tok), tok, cfg, stream=stream,
-                              name=folder / name))
+            tok = tokenizers.word_tokenizer(tokenizers.word_vocab(words.word_counts(), cfg.min_freq))
+        vocab = vocab or tok.get_vocab()
+        sent = pretraining_data.Sentences.from_arrays(word_ids(words.types, tok, vocab)[words.word_types],
+                                                      words.sentence_lengths, words.paragraph_lengths)
+        sets.append(_examples(sent, tok, cfg, stream=stream, name=folder / name))
     return tok, sets[0], sets[1]
+
+
+def word_ids(words: list[str], tok: Tokenizer, vocab: dict[str, int]) -> np.ndarray:
+    """The id of each (lower-cased) word: what `tok.encode` gives it, by one look-up in `tok.get_vocab()`."""
+    if not isinstance(tok.model, models.WordLevel):
+        raise JaxbertError("a WikiText folder needs a word-level tokenizer, and this run's is not one; pass the "
+                           "prepared directory (`jaxbert prepare`) the run was trained on")
+    unk = tokenizers.special_ids(tok).unk
+    return np.fromiter(map(vocab.get, words, itertools.repeat(unk)), np.int32, len(words))
 
 
 def _examples(sent: pretraining_data.Sentences, tok: Tokenizer, cfg: DataConfig, *, stream: int,
               name: Path) -> Examples:
-    rng = np.random.default_rng([cfg.seed, stream])
     arrays = pretraining_data.make_examples(
         sent, tokenizers.special_ids(tok), tok.get_vocab_size(), max_len=cfg.max_len, mask_prob=cfg.mask_prob,
-        num_predictions=cfg.num_predictions, rng=rng)
+        num_predictions=cfg.num_predictions, seed=cfg.seed, stream=stream)
     if len(arrays["nsp_labels"]) == 0:
         last = np.zeros(len(sent.lengths), bool)
         last[sent.paragraph_starts + sent.paragraph_lengths - 1] = True

@@ -1,6 +1,7 @@
 """Sentence pairs for NSP, masked tokens for MLM, padded to the fixed-shape batch contract.
 
-Pure functions of their inputs and an explicit `np.random.Generator`, vectorised over all examples. The
+Pure functions of their inputs: pairs drawn from an explicit `np.random.Generator`, masking from hash keys
+(`hash_draws`), vectorised over all examples (`example_rows` builds the same rows in compiled code). The
 semantics are the book's (d2l `_get_nsp_data_from_paragraph`, `_get_mlm_data_from_tokens`,
 `_pad_bert_inputs`): consecutive sentences of a paragraph form a pair, half of them get a random sentence
 of a random paragraph as the second part instead, pairs longer than `max_len` are dropped, and
@@ -14,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from jaxbert import example_rows
 from jaxbert.tokenizer import SpecialIds
 
 FIELDS = ("input_ids", "segment_ids", "valid_lens", "masked_positions", "masked_ids", "masked_weights",
@@ -153,11 +155,6 @@ def _whole_words(candidate, begins, first, order, budget):
     return np.take_along_axis(taken_first, first, axis=1)
 
 
-def rng_draws(rng: np.random.Generator, shape: tuple[int, int], vocab_size: int):
-    """`mask_tokens` draws from a sequential generator (the book's static masking)."""
-    return rng.random(shape), rng.random(shape), rng.integers(0, vocab_size, shape, dtype=np.int32)
-
-
 def hash_draws(shape: tuple[int, int], vocab_size: int, *keys) -> tuple:
     """`mask_tokens` draws as a pure function of integer keys (broadcast against the (N, T) positions), so
     any example's masking can be rebuilt alone: keys are e.g. (seed, epoch, example index (N, 1))."""
@@ -186,14 +183,16 @@ def hash_uniform(*keys) -> np.ndarray:
 
 
 def make_examples(sent: Sentences, specials: SpecialIds, vocab_size: int, *, max_len: int, mask_prob: float,
-                  num_predictions: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """All NSP pairs of a corpus, masked once (static masking, as the book), as the batch contract's fields."""
-    a, b, is_next = nsp_pairs(sent, max_len, rng)
-    ids, segments, valid_lens = assemble_pairs(sent, a, b, max_len, specials)
-    input_ids, positions, labels, weights = mask_tokens(ids, valid_lens, specials, vocab_size, mask_prob,
-                                                        num_predictions, rng_draws(rng, ids.shape, vocab_size))
-    return dict(input_ids=input_ids, segment_ids=segments, valid_lens=valid_lens, masked_positions=positions,
-                masked_ids=labels, masked_weights=weights, nsp_labels=is_next)
+                  num_predictions: int, seed: int, stream: int = 0) -> dict[str, np.ndarray]:
+    """All NSP pairs of a corpus, masked once (static masking, as the book), as the batch contract's fields.
+    The pairs come from a generator seeded by (seed, stream), the masking from the hash keys (seed, stream,
+    epoch 0, example index), built row by row by `example_rows.build`."""
+    a, b, is_next = nsp_pairs(sent, max_len, np.random.default_rng([seed, stream]))
+    arrays = example_rows.build(sent.ids, sent.starts[a], sent.lengths[a], sent.starts[b], sent.lengths[b],
+                                np.arange(len(a)), max_len=max_len, specials=specials, vocab_size=vocab_size,
+                                mask_prob=mask_prob, num_predictions=num_predictions, seed=seed, stream=stream,
+                                epoch=0)
+    return arrays | {"nsp_labels": is_next}
 
 
 def _exclusive_cumsum(x: np.ndarray) -> np.ndarray:

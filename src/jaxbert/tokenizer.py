@@ -10,7 +10,7 @@ Two kinds behind one interface (`encode`, `encode_batch`, `token_to_id`, `specia
 import collections
 import dataclasses
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +33,13 @@ class SpecialIds:
     mask: int
 
 
-def build_word_vocab(sentences: list[list[str]], min_freq: int) -> list[str]:
+def build_word_vocab(sentences: Iterable[list[str]], min_freq: int) -> list[str]:
     """d2l's `Vocab(sentences, min_freq, reserved_tokens=['<pad>', '<mask>', '<cls>', '<sep>'])` order."""
-    counts = collections.Counter(token for sentence in sentences for token in sentence)
+    return word_vocab(collections.Counter(token for sentence in sentences for token in sentence), min_freq)
+
+
+def word_vocab(counts: Mapping[str, int], min_freq: int) -> list[str]:
+    """`build_word_vocab` from the words' counts."""
     return sorted(set(WORD_SPECIALS) | {token for token, n in counts.items() if n >= min_freq})
 
 
