@@ -8,12 +8,11 @@
     PREP_DIR/{train,eval}/sentence_lengths.bin     (S,) uint32
     PREP_DIR/{train,eval}/document_sentences.bin   (D,) uint32
 
-Documents stream through in chunks, so memory stays flat whatever the corpus size; each chunk is tokenized by
-`encode_batch_fast` on all cores. Everything is written into a temporary folder beside the target and renamed at
-the end: an interrupted prepare leaves nothing that looks complete.
+Documents stream through in chunks, so memory stays flat whatever the corpus size; each chunk is tokenized
+by `sentence_ids.encode` (each distinct word once, on all cores). Everything is written into a temporary
+folder beside the target and renamed at the end: an interrupted prepare leaves nothing that looks complete.
 """
 
-import itertools
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from jaxbert import corpus, pretraining_data
+from jaxbert import corpus, pretraining_data, sentence_ids
 from jaxbert import tokenizer as tokenizers
 from jaxbert.errors import JaxbertError
 
@@ -41,10 +40,10 @@ class _SplitWriter:
                       for name in ("tokens", "sentence_lengths", "document_sentences")}
         self.counts = {"documents": 0, "sentences": 0, "tokens": 0, "single_sentence_documents": 0}
 
-    def write(self, encodings, doc_sizes: list[int]) -> None:
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.uint32, count=len(encodings))
-        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=self.dtype,
-                          count=int(lengths.sum()))
+    def write(self, ids: np.ndarray, lengths: np.ndarray, doc_sizes: list[int]) -> None:
+        """Append sentences (their ids one after another, tokens per sentence) of documents of `doc_sizes`
+        sentences."""
+        lengths = lengths.astype(np.uint32)
         # Sentences that tokenize to nothing are dropped, and documents left empty with them.
         doc_of = np.repeat(np.arange(len(doc_sizes)), doc_sizes)
         kept = np.bincount(doc_of[lengths > 0], minlength=len(doc_sizes)).astype(np.uint32)
@@ -118,7 +117,7 @@ def _stream(files, writers, tok, *, fmt, text_field, split, chunk, route) -> int
     def flush(split_name):
         sentences, sizes = pending[split_name]
         if sentences:
-            writers[split_name].write(tok.encode_batch_fast(sentences, add_special_tokens=False), sizes)
+            writers[split_name].write(*sentence_ids.encode(tok, sentences, writers[split_name].dtype), sizes)
         pending[split_name] = ([], [])
 
     for path in files:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from jaxbert import corpus
+from jaxbert import corpus, word_table
 from jaxbert.errors import JaxbertError
 
 _THREADS = min(4, len(os.sched_getaffinity(0)))
@@ -93,19 +93,14 @@ def _from_scans(buf: np.ndarray, scans: list) -> Words | None:
     for offset, (piece_types, piece_sentences, piece_paragraphs, piece_start, piece_length, piece_key,
                  piece_counts) in rest:
         # The types of each further piece, looked up among those so far (new ones appended).
-        to_union, start, length, key = _union(buf, start, length, key, piece_start + offset, piece_length,
-                                              piece_key)
+        to_union, start, length, key = word_table.union(buf, True, start, length, key, piece_start + offset,
+                                                        piece_length, piece_key)
         counts = np.bincount(to_union, weights=piece_counts, minlength=len(start)).astype(np.int64) + np.pad(
             counts, (0, len(start) - len(counts)))
         word_types.append(to_union.astype(np.int32)[piece_types])
         sentence_lengths.append(piece_sentences)
         paragraph_lengths.append(piece_paragraphs)
-    # The types' bytes, newline-separated, decoded and lower-cased as one string.
-    span = length + 1  # the word and the space or newline after it
-    at = np.repeat(start - (np.cumsum(span) - span), span) + np.arange(int(span.sum()))
-    joined = buf[at]
-    joined[np.cumsum(span) - 1] = _NEWLINE
-    text = joined.tobytes().decode("utf-8").lower()
+    text = word_table.joined(buf, start, length).lower()
     types = text.split("\n")[:-1]
     if text.split() != types:
         return None
@@ -118,14 +113,9 @@ _SPACE, _NEWLINE, _DOT = 32, 10, 46
 
 
 @numba.njit(cache=True, nogil=True)
-def _separator_at(buf, i) -> bool:
-    return buf[i] == _SPACE and buf[i + 1] == _DOT and buf[i + 2] == _SPACE
-
-
-@numba.njit(cache=True, nogil=True)
 def _scan(buf):
     """One pass over the lines of `buf` (every line ends in a newline): the book's paragraphs, sentences and
-    words, and the distinct words (compared on their lower-cased bytes).
+    words, and the distinct words (`word_table`, compared up to ASCII case).
 
     Returns (type of each word, words per sentence, sentences per paragraph, start, length and key of each
     type's first occurrence, occurrences of each type).
@@ -133,27 +123,25 @@ def _scan(buf):
     bound = len(buf) // 2 + 1  # at most this many words, sentences or paragraphs
     word_types, sentence_lengths, paragraph_lengths = (np.empty(bound, np.int32), np.empty(bound, np.int64),
                                                        np.empty(bound, np.int64))
-    capacity = 1 << 16
+    capacity = word_table.FIRST_CAPACITY
     table = np.full(capacity, -1, np.int64)
-    type_start, type_length, type_hash, counts = (np.empty(capacity // 2, np.int64),
-                                                  np.empty(capacity // 2, np.int64),
-                                                  np.empty(capacity // 2, np.uint64), np.zeros(capacity // 2, np.int64))
+    starts, lengths, keys, counts = (np.empty(capacity // 2, np.int64), np.empty(capacity // 2, np.int64),
+                                     np.empty(capacity // 2, np.uint64), np.empty(capacity // 2, np.int64))
     at = np.zeros(5, np.int64)  # next line's start, words, sentences, paragraphs, types so far
     # _lines stops at a line that might overfill the table; it resumes there after the table doubles.
-    while not _lines(buf, at, table, type_start, type_length, type_hash, counts, word_types,
-                     sentence_lengths, paragraph_lengths):
+    while not _lines(buf, at, table, starts, lengths, keys, counts, word_types, sentence_lengths,
+                     paragraph_lengths):
         capacity *= 2
-        table = _rehashed(type_hash[:at[4]], capacity)
-        type_start, type_length = _grown(type_start, capacity // 2), _grown(type_length, capacity // 2)
-        type_hash, counts = _grown(type_hash, capacity // 2), _grown(counts, capacity // 2)
+        table = word_table.rehashed(keys[:at[4]], capacity)
+        starts, lengths = word_table.grown(starts, capacity // 2), word_table.grown(lengths, capacity // 2)
+        keys, counts = word_table.grown(keys, capacity // 2), word_table.grown(counts, capacity // 2)
     words, sentences, paragraphs, types = at[1], at[2], at[3], at[4]
-    return (word_types[:words], sentence_lengths[:sentences], paragraph_lengths[:paragraphs],
-            type_start[:types], type_length[:types], type_hash[:types], counts[:types])
+    return (word_types[:words], sentence_lengths[:sentences], paragraph_lengths[:paragraphs], starts[:types],
+            lengths[:types], keys[:types], counts[:types])
 
 
 @numba.njit(cache=True, nogil=True)
-def _lines(buf, at, table, type_start, type_length, type_hash, counts, word_types, sentence_lengths,
-           paragraph_lengths) -> bool:
+def _lines(buf, at, table, starts, lengths, keys, counts, word_types, sentence_lengths, paragraph_lengths) -> bool:
     """Scan lines from at[0] on, into the arrays (their counts in `at`); False if it stopped early, at a line
     whose words could fill the table past half its capacity."""
     n = len(buf)
@@ -163,13 +151,13 @@ def _lines(buf, at, table, type_start, type_length, type_hash, counts, word_type
         line_end = line_start
         while buf[line_end] != _NEWLINE:
             line_end += 1
-        if 2 * (n_types + (line_end - line_start) // 2 + 1) > len(table):
+        if not word_table.fits(table, n_types, (line_end - line_start) // 2 + 1):
             at[:] = line_start, n_words, n_sentences, n_paragraphs, n_types
             return False
         # The book's test, on the raw line: does it contain " . "?
         paragraph = False
         for i in range(line_start, line_end - 2):
-            if _separator_at(buf, i):
+            if buf[i] == _SPACE and buf[i + 1] == _DOT and buf[i + 2] == _SPACE:
                 paragraph = True
                 break
         if paragraph:
@@ -184,8 +172,7 @@ def _lines(buf, at, table, type_start, type_length, type_hash, counts, word_type
             sentences_here = words_here = 0
             i = a
             while i < b:
-                c = buf[i]
-                if c == _SPACE:
+                if buf[i] == _SPACE:
                     if i + 3 <= b and buf[i + 1] == _DOT and buf[i + 2] == _SPACE:
                         sentence_lengths[n_sentences] = words_here
                         n_sentences += 1
@@ -196,7 +183,7 @@ def _lines(buf, at, table, type_start, type_length, type_hash, counts, word_type
                         i += 1
                     continue
                 start = i
-                h = np.uint64(0)  # the lower-cased bytes rotated in: for up to 9 ASCII bytes, the bytes exactly
+                h = np.uint64(0)  # word_table.key(buf, start, i, True), computed while finding the word's end
                 high = 0
                 while i < b and buf[i] != _SPACE:
                     c = buf[i]
@@ -208,18 +195,19 @@ def _lines(buf, at, table, type_start, type_length, type_hash, counts, word_type
                 length = i - start
                 exact = length <= 9 and high < 128
                 if not exact:
-                    h |= np.uint64(0x8000000000000000)  # never equal to the key of an exact word
-                slot = _slot(h, mask)
-                while True:  # linear probing
+                    h |= word_table.INEXACT
+                # word_table.find, written out: as a call it made this pass a third slower.
+                slot = word_table.home_slot(h, mask)
+                while True:
                     t = table[slot]
                     if t < 0:  # a new type
                         t = n_types
                         table[slot] = t
-                        type_start[t], type_length[t], type_hash[t], counts[t] = start, length, h, 0
+                        starts[t], lengths[t], keys[t], counts[t] = start, length, h, 0
                         n_types += 1
                         break
-                    if type_hash[t] == h and type_length[t] == length and (
-                            exact or _same(buf, type_start[t], start, length)):
+                    if keys[t] == h and lengths[t] == length and (
+                            exact or word_table.same_bytes(buf, starts[t], start, length, True)):
                         break
                     slot = (slot + np.uint64(1)) & mask
                 counts[t] += 1
@@ -234,72 +222,3 @@ def _lines(buf, at, table, type_start, type_length, type_hash, counts, word_type
         line_start = line_end + 1
     at[:] = line_start, n_words, n_sentences, n_paragraphs, n_types
     return True
-
-
-@numba.njit(cache=True, nogil=True)
-def _union(buf, start, length, key, more_start, more_length, more_key):
-    """(index of each `more` type in the union, then the union's start, length and key): the types
-    (start, length, key) followed by those of `more` not among them."""
-    n = len(start)
-    capacity = 1 << 16
-    while capacity < 2 * (n + len(more_start)):
-        capacity *= 2
-    table = _rehashed(key, capacity)
-    mask = np.uint64(capacity - 1)
-    union_start, union_length, union_key = (np.empty(n + len(more_start), np.int64),
-                                            np.empty(n + len(more_start), np.int64),
-                                            np.empty(n + len(more_start), np.uint64))
-    union_start[:n], union_length[:n], union_key[:n] = start, length, key
-    to_union = np.empty(len(more_start), np.int64)
-    for u in range(len(more_start)):
-        h, k = more_key[u], more_length[u]
-        slot = _slot(h, mask)
-        while True:
-            t = table[slot]
-            if t < 0:
-                t = n
-                table[slot] = t
-                union_start[t], union_length[t], union_key[t] = more_start[u], k, h
-                n += 1
-                break
-            if union_key[t] == h and union_length[t] == k and (
-                    h < np.uint64(0x8000000000000000) or _same(buf, union_start[t], more_start[u], k)):
-                break
-            slot = (slot + np.uint64(1)) & mask
-        to_union[u] = t
-    return to_union, union_start[:n], union_length[:n], union_key[:n]
-
-
-@numba.njit(cache=True, nogil=True)
-def _same(buf, i, j, length) -> bool:
-    """Whether the `length` bytes at i and at j are the same up to ASCII case."""
-    for k in range(length):
-        x, y = buf[i + k], buf[j + k]
-        if x != y and (x | 32 != y | 32 or not 97 <= x | 32 <= 122):
-            return False
-    return True
-
-
-@numba.njit(cache=True, nogil=True)
-def _grown(a, size):
-    b = np.empty(size, a.dtype)
-    b[:len(a)] = a
-    return b
-
-
-@numba.njit(cache=True, nogil=True)
-def _rehashed(hashes, capacity):
-    table = np.full(capacity, -1, np.int64)
-    mask = np.uint64(capacity - 1)
-    for t in range(len(hashes)):
-        slot = _slot(hashes[t], mask)
-        while table[slot] >= 0:
-            slot = (slot + np.uint64(1)) & mask
-        table[slot] = t
-    return table
-
-
-@numba.njit(cache=True, nogil=True)
-def _slot(h, mask):
-    """A word's home slot: its key mixed by a multiply, high bits first."""
-    return ((h * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(29)) & mask
