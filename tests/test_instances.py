@@ -87,6 +87,6 @@ def test_truncation_matches_trimming_one_token_at_a_time():
                 a -= 1
             else:
                 b -= 1
-        (sa, la2), (sb, lb2) = instances._truncate_pair(100, la, 500, lb, limit, rng)
+        sa, la2, sb, lb2 = instances._truncate_pair(100, la, 500, lb, limit)
         assert (la2, lb2) == (a, b)
         assert 100 <= sa <= 100 + la - la2 and 500 <= sb <= 500 + lb - lb2  # cut from the front, back or both

@@ -16,10 +16,14 @@ the label. Segments are runs of consecutive sentences, so each is one contiguous
 
 import dataclasses
 
+import numba
 import numpy as np
 
 from jaxbert.config import OBJECTIVES
 from jaxbert.errors import JaxbertError
+
+
+_SOP, _MLM = OBJECTIVES.index("sop"), OBJECTIVES.index("mlm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,80 +44,96 @@ class Instances:
 
 def create_instances(sentence_lengths: np.ndarray, document_sentences: np.ndarray, *, max_len: int,
                      objective: str, short_seq_prob: float, rng: np.random.Generator) -> Instances:
-    """All instances of a corpus given each sentence's length and each document's number of sentences."""
+    """All instances of a corpus given each sentence's length and each document's number of sentences.
+
+    The walk over the documents runs in compiled code (numba) with its own random stream, seeded from `rng`.
+    """
     if objective not in OBJECTIVES:
         raise JaxbertError(f"data.objective={objective!r} is not supported; use one of {OBJECTIVES}")
-    sent_start = np.concatenate([[0], np.cumsum(sentence_lengths, dtype=np.int64)])
-    doc_first = np.concatenate([[0], np.cumsum(document_sentences, dtype=np.int64)])
-    n_docs = len(document_sentences)
-    if objective == "nsp" and n_docs < 2:
+    if objective == "nsp" and len(document_sentences) < 2:
         raise JaxbertError("NSP needs at least two documents to draw random next segments from; "
                            "give a larger corpus or use data.objective=sop or mlm")
     max_tokens = max_len - (2 if objective == "mlm" else 3)
-    out = {k: [] for k in ("a_start", "a_len", "b_start", "b_len", "label", "document")}
+    arrays = _create(np.asarray(sentence_lengths, np.int64), np.asarray(document_sentences, np.int64), max_tokens,
+                     OBJECTIVES.index(objective), short_seq_prob, int(rng.integers(2 ** 32)))
+    a_start, a_len, b_start, b_len, label, document = arrays
+    return Instances(a_start=a_start, a_len=a_len.astype(np.int32), b_start=b_start,
+                     b_len=b_len.astype(np.int32), label=label.astype(np.int32), document=document.astype(np.int32))
 
-    def emit(a0, a1, b0, b1, label, doc):
-        """A = sentences [a0, a1), B = sentences [b0, b1), truncated to max_tokens together."""
-        sa, la = sent_start[a0], sent_start[a1] - sent_start[a0]
-        sb, lb = sent_start[b0], sent_start[b1] - sent_start[b0]
-        (sa, la), (sb, lb) = _truncate_pair(sa, la, sb, lb, max_tokens, rng)
-        if la == 0 or (objective != "mlm" and lb == 0):
-            return
-        for key, value in zip(out, (sa, la, sb, lb, label, doc)):
-            out[key].append(value)
 
+@numba.njit(cache=True, nogil=True)
+def _create(sentence_lengths, document_sentences, max_tokens, objective, short_seq_prob, seed):
+    """The instances' (a_start, a_len, b_start, b_len, label, document); objective is the index of nsp, sop or
+    mlm in config.OBJECTIVES."""
+    sop, mlm = _SOP, _MLM
+    np.random.seed(seed)
+    sent_start = np.zeros(len(sentence_lengths) + 1, np.int64)
+    sent_start[1:] = np.cumsum(sentence_lengths)
+    doc_first = np.zeros(len(document_sentences) + 1, np.int64)
+    doc_first[1:] = np.cumsum(document_sentences)
+    n_docs = len(document_sentences)
+    bound = len(sentence_lengths)  # each instance uses up at least one sentence
+    out = np.zeros((6, bound), np.int64)
+    n = 0
     for doc in range(n_docs):
         first, last = doc_first[doc], doc_first[doc + 1]  # sentences [first, last)
         target = max_tokens
-        if rng.random() < short_seq_prob:
-            target = int(rng.integers(2, max_tokens + 1))
+        if np.random.random() < short_seq_prob:
+            target = np.random.randint(2, max_tokens + 1)
         chunk_start, length, i = first, 0, first
         while i < last:
             length += sentence_lengths[i]
             if i == last - 1 or length >= target:
                 chunk_end = i + 1  # chunk = sentences [chunk_start, chunk_end)
-                n = chunk_end - chunk_start
-                if objective == "mlm":
-                    emit(chunk_start, chunk_end, chunk_end, chunk_end, 0, doc)
-                else:
-                    a_end = chunk_start + (int(rng.integers(1, n)) if n >= 2 else 1)
-                    if objective == "sop":
-                        if n >= 2:
-                            if rng.random() < 0.5:
-                                emit(a_end, chunk_end, chunk_start, a_end, 0, doc)  # swapped
+                size = chunk_end - chunk_start
+                # A = sentences [a0, a1), B = sentences [b0, b1); label; emit = whether to keep the instance
+                a0, a1, b0, b1, label, emit = chunk_start, chunk_end, chunk_end, chunk_end, 0, True
+                if objective != mlm:
+                    a1 = chunk_start + (np.random.randint(1, size) if size >= 2 else 1)
+                    if objective == sop:
+                        emit = size >= 2
+                        if emit:
+                            if np.random.random() < 0.5:
+                                a0, a1, b0, b1 = a1, chunk_end, chunk_start, a1  # swapped
                             else:
-                                emit(chunk_start, a_end, a_end, chunk_end, 1, doc)
-                    elif n == 1 or rng.random() < 0.5:
-                        other = int(rng.integers(0, n_docs - 1))
+                                b0, b1, label = a1, chunk_end, 1
+                    elif size == 1 or np.random.random() < 0.5:
+                        other = np.random.randint(0, n_docs - 1)
                         other += other >= doc  # never the same document
                         o_first, o_last = doc_first[other], doc_first[other + 1]
-                        b0 = int(rng.integers(o_first, o_last))
-                        want = target - (sent_start[a_end] - sent_start[chunk_start])
+                        b0 = np.random.randint(o_first, o_last)
+                        want = target - (sent_start[a1] - sent_start[chunk_start])
                         # Take sentences from b0 until the target B length is reached (or the document ends).
-                        reach = np.searchsorted(sent_start, sent_start[b0] + max(want, 1), side="left")
-                        b1 = int(min(max(reach, b0 + 1), o_last))
-                        emit(chunk_start, a_end, b0, b1, 0, doc)
-                        i = a_end - 1  # put the unused sentences back
+                        reach = np.searchsorted(sent_start, sent_start[b0] + max(want, 1))
+                        b1 = min(max(reach, b0 + 1), o_last)
+                        i = a1 - 1  # put the unused sentences back
                     else:
-                        emit(chunk_start, a_end, a_end, chunk_end, 1, doc)
+                        b0, b1, label = a1, chunk_end, 1
+                if emit:
+                    sa, la = sent_start[a0], sent_start[a1] - sent_start[a0]
+                    sb, lb = sent_start[b0], sent_start[b1] - sent_start[b0]
+                    sa, la, sb, lb = _truncate_pair(sa, la, sb, lb, max_tokens)
+                    if la > 0 and (objective == mlm or lb > 0):
+                        out[0, n], out[1, n], out[2, n], out[3, n], out[4, n], out[5, n] = sa, la, sb, lb, label, doc
+                        n += 1
                 chunk_start, length = i + 1, 0
             i += 1
-    return Instances(a_start=np.array(out["a_start"], np.int64), a_len=np.array(out["a_len"], np.int32),
-                     b_start=np.array(out["b_start"], np.int64), b_len=np.array(out["b_len"], np.int32),
-                     label=np.array(out["label"], np.int32), document=np.array(out["document"], np.int32))
+    return out[0, :n].copy(), out[1, :n].copy(), out[2, :n].copy(), out[3, :n].copy(), out[4, :n].copy(), \
+        out[5, :n].copy()
 
 
-def _truncate_pair(sa, la, sb, lb, max_tokens, rng):
+@numba.njit(cache=True, nogil=True)
+def _truncate_pair(sa, la, sb, lb, max_tokens):
     """Google's truncate_seq_pair in closed form: trim the longer segment (B on ties) one token at a time until
-    the pair fits; each trimmed token comes off the front or the back at random."""
+    the pair fits; each trimmed token comes off the front or the back at random. Returns (sa, la, sb, lb)."""
     excess = la + lb - max_tokens
     if excess <= 0:
-        return (sa, la), (sb, lb)
+        return sa, la, sb, lb
     longer, shorter = max(la, lb), min(la, lb)
     from_longer = min(excess, longer - shorter)
     rest = excess - from_longer  # then alternately, so the two end within one token of each other
     # Once equal, B is trimmed first (ties go to B), so B takes the odd token.
     cut_a = (from_longer if la > lb else 0) + rest // 2
     cut_b = (from_longer if la <= lb else 0) + (rest + 1) // 2
-    front_a, front_b = rng.binomial(cut_a, 0.5), rng.binomial(cut_b, 0.5)
-    return (sa + front_a, la - cut_a), (sb + front_b, lb - cut_b)
+    front_a, front_b = np.random.binomial(cut_a, 0.5), np.random.binomial(cut_b, 0.5)
+    return sa + front_a, la - cut_a, sb + front_b, lb - cut_b

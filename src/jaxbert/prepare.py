@@ -64,7 +64,7 @@ class _SplitWriter:
 
 def prepare(files: list[Path], out: Path, tok: Tokenizer, *, fmt: str = "auto", eval_files: list[Path] = (),
             eval_fraction: float = 0.01, text_field: str = "text", split_sentences: bool = False, seed: int = 0,
-            chunk_sentences: int = 20_000, overwrite: bool = False) -> dict:
+            chunk_sentences: int = 100_000, overwrite: bool = False) -> dict:
     """Tokenize `files` into `out`; held-out documents come from `eval_files`, or else a hashed
     `eval_fraction` of the documents. Returns the manifest."""
     out = Path(out)
