@@ -7,14 +7,12 @@ alone. Whole-word masking is not here: `mask_tokens` does it.
 """
 
 import concurrent.futures
-import os
 
 import numba
 import numpy as np
 
+from jaxbert import cores
 from jaxbert.tokenizer import SpecialIds
-
-_THREADS = min(4, len(os.sched_getaffinity(0)))
 
 
 def build(tokens: np.ndarray, a_start, a_len, b_start, b_len, example, *, max_len: int, specials: SpecialIds,
@@ -29,7 +27,7 @@ def build(tokens: np.ndarray, a_start, a_len, b_start, b_len, example, *, max_le
             specials.cls, specials.sep, specials.mask, vocab_size, mask_prob, np.uint64(seed), np.uint64(stream),
             np.uint64(epoch), *out.values())
     # Rows are independent: large sets are split into ranges, one per core (the compiled code drops the GIL).
-    threads = min(_THREADS, max(1, n // 4096))
+    threads = min(cores.THREADS, max(1, n // 4096))
     bounds = [n * k // threads for k in range(threads + 1)]
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda lo, hi: _rows(*args, lo, hi), bounds[:-1], bounds[1:]))

@@ -22,7 +22,6 @@ import numpy as np
 from jaxbert.config import OBJECTIVES
 from jaxbert.errors import JaxbertError
 
-
 _SOP, _MLM = OBJECTIVES.index("sop"), OBJECTIVES.index("mlm")
 
 

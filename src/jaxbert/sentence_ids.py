@@ -9,15 +9,13 @@ ids into place. Any other tokenizer, or a sentence holding a newline, goes throu
 The two routes give the same ids (tests/test_sentence_ids.py).
 """
 
-import os
 
 import numba
 import numpy as np
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
-from jaxbert import word_table
+from jaxbert import cores, word_table
 
-_THREADS = min(4, len(os.sched_getaffinity(0)))
 _SPACE, _NEWLINE = 32, 10
 
 
@@ -39,7 +37,7 @@ def encode(tok: Tokenizer, sentences: list[str], dtype) -> tuple[np.ndarray, np.
     word_types, sentence_words, starts, lengths = _scan(buf)
     types = word_table.joined(buf, starts, lengths).split("\n")[:-1]
     # The distinct words in one pre-tokenized input per core: each token's word_ids says whose it is.
-    bounds = np.linspace(0, len(types), _THREADS + 1).astype(int)
+    bounds = np.linspace(0, len(types), cores.THREADS + 1).astype(int)
     groups = [types[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
     encodings = tok.encode_batch(groups, is_pretokenized=True, add_special_tokens=False)
     type_ids = np.fromiter((i for e in encodings for i in e.ids), np.int64)
