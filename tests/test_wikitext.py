@@ -82,13 +82,14 @@ def test_pieces_and_a_growing_table_give_the_same_words(tmp_path, monkeypatch, t
     assert_same(got, reference(path))
 
 
-def test_bad_files_give_one_clear_error(tmp_path):
+@pytest.mark.parametrize("read", [wikitext.read_words, corpus.read_wiki_paragraphs])
+def test_bad_files_give_one_clear_error(tmp_path, read):
     path = tmp_path / "wiki.train.tokens"
     with pytest.raises(JaxbertError, match="does not exist"):
-        wikitext.read_words(path)
+        read(path)
     path.write_text("\n \n")
     with pytest.raises(JaxbertError, match="is empty"):
-        wikitext.read_words(path)
+        read(path)
     path.write_bytes(b"ok . ok \xff\xfe . x\n")
     with pytest.raises(JaxbertError, match="not UTF-8 text \\(byte 8\\)"):
-        wikitext.read_words(path)
+        read(path)
