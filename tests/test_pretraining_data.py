@@ -155,12 +155,14 @@ def test_whole_word_masking_follows_googles_rule():
         assert sorted(taken) == list(positions[r][weights[r] == 1]), r
 
 
-@pytest.mark.parametrize("t, p, mask_prob", [(64, 10, 0.15), (16, 3, 0.5), (128, 20, 0.15), (8, 8, 0.9)])
-def test_compiled_rows_equal_the_vectorised_definition(t, p, mask_prob):
-    """example_rows.build gives exactly assemble + mask_tokens with hash_draws, specials inside A/B included."""
+@pytest.mark.parametrize("t, p, mask_prob, n", [(64, 10, 0.15, 3000), (16, 3, 0.5, 3000), (128, 20, 0.15, 3000),
+                                               (8, 8, 0.9, 3000), (64, 10, 0.15, 20_000)])
+def test_compiled_rows_equal_the_vectorised_definition(t, p, mask_prob, n):
+    """example_rows.build gives exactly assemble + mask_tokens with hash_draws, specials inside A/B included
+    (20,000 rows: split over the cores)."""
     rng = np.random.default_rng(t)
     sp = tokenizers.SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
-    v, n = 1000, 3000
+    v = 1000
     tokens = rng.integers(5, v, 100_000).astype(np.int32)
     tokens[rng.integers(0, len(tokens), 300)] = sp.sep
     la = rng.integers(0, t - 3, n)

@@ -28,6 +28,9 @@ def build(tokens: np.ndarray, a_start, a_len, b_start, b_len, example, *, max_le
             np.uint64(epoch), *out.values())
     # Rows are independent: large sets are split into ranges, one per core (the compiled code drops the GIL).
     threads = min(cores.THREADS, max(1, n // 4096))
+    if threads == 1:  # a training batch: no thread to start
+        _rows(*args, 0, n)
+        return out
     bounds = [n * k // threads for k in range(threads + 1)]
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda lo, hi: _rows(*args, lo, hi), bounds[:-1], bounds[1:]))
