@@ -55,16 +55,15 @@ def create_instances(sentence_lengths: np.ndarray, document_sentences: np.ndarra
     max_tokens = max_len - (2 if objective == "mlm" else 3)
     arrays = _create(np.asarray(sentence_lengths, np.int64), np.asarray(document_sentences, np.int64), max_tokens,
                      OBJECTIVES.index(objective), short_seq_prob, int(rng.integers(2 ** 32)))
-    a_start, a_len, b_start, b_len, label, document = arrays
+    a_start, a_len, b_start, b_len, label, document = arrays  # the rows of one (6, N) array
     return Instances(a_start=a_start, a_len=a_len.astype(np.int32), b_start=b_start,
                      b_len=b_len.astype(np.int32), label=label.astype(np.int32), document=document.astype(np.int32))
 
 
 @numba.njit(cache=True, nogil=True)
 def _create(sentence_lengths, document_sentences, max_tokens, objective, short_seq_prob, seed):
-    """The instances' (a_start, a_len, b_start, b_len, label, document); objective is the index of nsp, sop or
-    mlm in config.OBJECTIVES."""
-    sop, mlm = _SOP, _MLM
+    """The instances' (a_start, a_len, b_start, b_len, label, document) as the rows of one (6, N) array;
+    objective is the index of nsp, sop or mlm in config.OBJECTIVES."""
     np.random.seed(seed)
     sent_start = np.zeros(len(sentence_lengths) + 1, np.int64)
     sent_start[1:] = np.cumsum(sentence_lengths)
@@ -87,9 +86,9 @@ def _create(sentence_lengths, document_sentences, max_tokens, objective, short_s
                 size = chunk_end - chunk_start
                 # A = sentences [a0, a1), B = sentences [b0, b1); label; emit = whether to keep the instance
                 a0, a1, b0, b1, label, emit = chunk_start, chunk_end, chunk_end, chunk_end, 0, True
-                if objective != mlm:
+                if objective != _MLM:
                     a1 = chunk_start + (np.random.randint(1, size) if size >= 2 else 1)
-                    if objective == sop:
+                    if objective == _SOP:
                         emit = size >= 2
                         if emit:
                             if np.random.random() < 0.5:
@@ -112,13 +111,12 @@ def _create(sentence_lengths, document_sentences, max_tokens, objective, short_s
                     sa, la = sent_start[a0], sent_start[a1] - sent_start[a0]
                     sb, lb = sent_start[b0], sent_start[b1] - sent_start[b0]
                     sa, la, sb, lb = _truncate_pair(sa, la, sb, lb, max_tokens)
-                    if la > 0 and (objective == mlm or lb > 0):
+                    if la > 0 and (objective == _MLM or lb > 0):
                         out[0, n], out[1, n], out[2, n], out[3, n], out[4, n], out[5, n] = sa, la, sb, lb, label, doc
                         n += 1
                 chunk_start, length = i + 1, 0
             i += 1
-    return out[0, :n].copy(), out[1, :n].copy(), out[2, :n].copy(), out[3, :n].copy(), out[4, :n].copy(), \
-        out[5, :n].copy()
+    return out[:, :n].copy()
 
 
 @numba.njit(cache=True, nogil=True)

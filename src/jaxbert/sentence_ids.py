@@ -9,7 +9,6 @@ ids into place. Any other tokenizer, or a sentence holding a newline, goes throu
 The two routes give the same ids (tests/test_sentence_ids.py).
 """
 
-
 import numba
 import numpy as np
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
@@ -52,10 +51,7 @@ def _scan(buf):
     space-separated words of the newline-terminated lines of `buf` (case kept)."""
     bound = len(buf) // 2 + 1
     word_types, line_words = np.empty(bound, np.int64), np.zeros(bound, np.int64)
-    table, starts, lengths, keys = (np.full(word_table.FIRST_CAPACITY, -1, np.int64),
-                                    np.empty(word_table.FIRST_CAPACITY // 2, np.int64),
-                                    np.empty(word_table.FIRST_CAPACITY // 2, np.int64),
-                                    np.empty(word_table.FIRST_CAPACITY // 2, np.uint64))
+    table, starts, lengths, keys = word_table.empty()
     n_words = n_lines = n_types = 0
     i = 0
     while i < len(buf):
@@ -63,9 +59,7 @@ def _scan(buf):
         while buf[line_end] != _NEWLINE:
             line_end += 1
         while not word_table.fits(table, n_types, (line_end - i) // 2 + 1):  # room for the line's words
-            table = word_table.rehashed(keys[:n_types], 2 * len(table))
-            starts, lengths = word_table.grown(starts, len(table) // 2), word_table.grown(lengths, len(table) // 2)
-            keys = word_table.grown(keys, len(table) // 2)
+            table, starts, lengths, keys = word_table.doubled(starts, lengths, keys, n_types)
         while i < line_end:
             if buf[i] == _SPACE:
                 i += 1

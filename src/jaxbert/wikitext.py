@@ -122,18 +122,14 @@ def _scan(buf):
     bound = len(buf) // 2 + 1  # at most this many words, sentences or paragraphs
     word_types, sentence_lengths, paragraph_lengths = (np.empty(bound, np.int32), np.empty(bound, np.int64),
                                                        np.empty(bound, np.int64))
-    capacity = word_table.FIRST_CAPACITY
-    table = np.full(capacity, -1, np.int64)
-    starts, lengths, keys, counts = (np.empty(capacity // 2, np.int64), np.empty(capacity // 2, np.int64),
-                                     np.empty(capacity // 2, np.uint64), np.empty(capacity // 2, np.int64))
+    table, starts, lengths, keys = word_table.empty()
+    counts = np.empty(len(starts), np.int64)
     at = np.zeros(5, np.int64)  # next line's start, words, sentences, paragraphs, types so far
     # _lines stops at a line that might overfill the table; it resumes there after the table doubles.
     while not _lines(buf, at, table, starts, lengths, keys, counts, word_types, sentence_lengths,
                      paragraph_lengths):
-        capacity *= 2
-        table = word_table.rehashed(keys[:at[4]], capacity)
-        starts, lengths = word_table.grown(starts, capacity // 2), word_table.grown(lengths, capacity // 2)
-        keys, counts = word_table.grown(keys, capacity // 2), word_table.grown(counts, capacity // 2)
+        table, starts, lengths, keys = word_table.doubled(starts, lengths, keys, at[4])
+        counts = word_table.grown(counts, len(starts))
     words, sentences, paragraphs, types = at[1], at[2], at[3], at[4]
     return (word_types[:words], sentence_lengths[:sentences], paragraph_lengths[:paragraphs], starts[:types],
             lengths[:types], keys[:types], counts[:types])

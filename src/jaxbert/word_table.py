@@ -4,8 +4,8 @@ A word is a byte range of the buffer; its key is its bytes rotated into 64 bits 
 letters lower-cased first if `fold`. For a word of up to 9 ASCII bytes the key is the word itself, so equal
 keys mean equal words; any other word's key has the top bit set and equal keys are confirmed byte by byte.
 The table holds type ids (-1 for empty) under open addressing with linear probing; a type is remembered by
-the start, length and key of its first occurrence. Callers keep the table at most half full (`fits`) and
-double it with `rehashed` and `grown`.
+the start, length and key of its first occurrence. Callers start from `empty`, keep the table at most half
+full (`fits`) and double it with `doubled`.
 
 numba caches each compiled function beside its own source file and checks only that file: after editing this
 module in a source checkout, delete `src/jaxbert/__pycache__/*.nb[ic]` so that the passes that call it
@@ -19,10 +19,19 @@ INEXACT = np.uint64(0x8000000000000000)  # the top bit: never set in the key of 
 FIRST_CAPACITY = 1 << 16
 
 
-def empty(capacity: int = FIRST_CAPACITY):
-    """(table, starts, lengths, keys) with room for capacity // 2 types."""
-    return (np.full(capacity, -1, np.int64), np.empty(capacity // 2, np.int64), np.empty(capacity // 2, np.int64),
-            np.empty(capacity // 2, np.uint64))
+@numba.njit(cache=True, nogil=True)
+def empty():
+    """(table, starts, lengths, keys) of FIRST_CAPACITY slots, with room for half as many types."""
+    return (np.full(FIRST_CAPACITY, -1, np.int64), np.empty(FIRST_CAPACITY // 2, np.int64),
+            np.empty(FIRST_CAPACITY // 2, np.int64), np.empty(FIRST_CAPACITY // 2, np.uint64))
+
+
+@numba.njit(cache=True, nogil=True)
+def doubled(starts, lengths, keys, n_types):
+    """(table, starts, lengths, keys) with twice the slots, holding the first `n_types` types."""
+    capacity = 4 * len(starts)
+    return (rehashed(keys[:n_types], capacity), grown(starts, capacity // 2), grown(lengths, capacity // 2),
+            grown(keys, capacity // 2))
 
 
 @numba.njit(cache=True, nogil=True)
