@@ -1,13 +1,17 @@
 """Numerical parity with transformers: max relative error of each output, float32, CPU.
 
-    python benchmarks/hf_parity.py
+    python benchmarks/hf_parity.py [--run runs/d2l-tiny ...]
 
 For random-initialised `transformers` BERTs (GELU with tied decoder; ReLU with untied decoder, as d2l-tiny),
 imported with `jaxbert import`, and for a jaxbert-initialised d2l-tiny model exported with `jaxbert export`:
 hidden states (valid positions), MLM logits (masked positions) and NSP logits on a padded batch of 8 sentence
-pairs of length 64. Relative error = max |ours - theirs| / max |theirs|.
+pairs of length 64. Relative error = max |ours - theirs| / max |theirs|. Each `--run` (a trained run, e.g. the
+one `make demo` leaves in runs/d2l-tiny) is exported too and compared on the same batch, and as a user meets it:
+the README's pair through `AutoTokenizer` (hidden states, relative norm of the difference, and the NSP
+probability of "B follows A") and `pipeline("fill-mask")` against `jaxbert fill-mask` (top-5 and probabilities).
 """
 
+import argparse
 import dataclasses
 import tempfile
 from pathlib import Path
@@ -18,6 +22,7 @@ import torch
 import transformers
 from flax import nnx
 
+import jaxbert
 from jaxbert import checkpoint, config, hf, optim, rundir
 from jaxbert import tokenizer as tokenizers
 from jaxbert.encode import restore_run
@@ -45,7 +50,7 @@ def errors(hf_model, run_dir):
     h = out.hidden_states[-1].numpy()
     return (max(rel(np.asarray(x)[r, :n], h[r, :n]) for r, n in enumerate(valid)),
             rel(mlm, np.take_along_axis(out.prediction_logits.numpy(), positions[..., None], axis=1)),
-            rel(nsp, out.seq_relationship_logits.numpy()))
+            rel(np.asarray(nsp)[:, ::-1], out.seq_relationship_logits.numpy()))  # class 1 here = class 0 there
 
 
 def vocab_dir(folder: Path, v: int) -> None:
@@ -53,8 +58,31 @@ def vocab_dir(folder: Path, v: int) -> None:
     tokenizers.save_vocab(tok, folder / "vocab.txt")
 
 
+def as_a_user(run_dir: Path, export_dir: Path, mask_text: str):
+    """(hidden-state error, |NSP probability difference|, top-5 equal?, max fill-mask probability difference)."""
+    enc = jaxbert.load(run_dir)
+    tok = transformers.AutoTokenizer.from_pretrained(export_dir)
+    model = transformers.BertForPreTraining.from_pretrained(export_dir).eval()
+    a, b = "a crane driver came", "he just left"
+    with torch.no_grad():
+        out = model(**tok(a, b, return_tensors="pt"), output_hidden_states=True)
+    ours, theirs = np.asarray(enc.encode(a, b)), out.hidden_states[-1].numpy()
+    hidden = float(np.linalg.norm(ours - theirs) / np.linalg.norm(theirs))
+    nsp = abs(enc.next_sentence(a, b) - float(out.seq_relationship_logits.softmax(-1)[0, 0]))
+    mask = mask_text.replace("<mask>", tok.mask_token)
+    fill = transformers.pipeline("fill-mask", model=str(export_dir))
+    guesses, top = enc.fill_mask(mask, 5)[0], fill(mask, top_k=5)
+    same = [t for t, _ in guesses] == [fill.tokenizer.convert_ids_to_tokens(r["token"]) for r in top]
+    return hidden, nsp, same, max(abs(p - r["score"]) for (_, p), r in zip(guesses, top)), guesses
+
+
 def main():
-    rows = []
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, nargs="*", default=[], help="trained run directories to export and compare")
+    p.add_argument("--mask-text", default="the <mask> of the city .", help="fill-mask text (<mask> is replaced "
+                                                                          "by the run's own mask token)")
+    args = p.parse_args()
+    rows, users = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name, kw in [("import: BERT-mini shape, GELU, tied", dict(hidden_size=256, num_hidden_layers=4,
@@ -85,11 +113,26 @@ def main():
         hf.export(run, tmp / "tiny-hf")
         rows.append(("export: d2l-tiny (jaxbert init)",
                      *errors(transformers.BertForPreTraining.from_pretrained(tmp / "tiny-hf"), run)))
+        for i, trained in enumerate(args.run):
+            cfg = config.Config.load(trained / rundir.CONFIG)
+            hf.export(trained, tmp / f"trained-{i}")
+            name = f"export: {trained} ({cfg.preset}, step {rundir.latest_step(trained)})"
+            rows.append((name, *errors(transformers.BertForPreTraining.from_pretrained(tmp / f"trained-{i}"),
+                                       trained)))
+            users.append((name, *as_a_user(trained, tmp / f"trained-{i}", args.mask_text)))
     print(f"transformers {transformers.__version__}, torch {torch.__version__}\n")
     print("| model | hidden states | MLM logits | NSP logits |")
     print("|---|---|---|---|")
     for name, *errs in rows:
         print(f"| {name} | " + " | ".join(f"{e:.1e}" for e in errs) + " |")
+    if users:
+        print(f"\nAs a user meets it (README pair through AutoTokenizer; fill-mask on {args.mask_text!r}):\n")
+        print("| run | pair hidden states, rel. norm | NSP P(is next) diff | fill-mask top-5 equal | "
+              "max prob diff | jaxbert's top-5 |")
+        print("|---|---|---|---|---|---|")
+        for name, hidden, nsp, same, prob, guesses in users:
+            top = ", ".join(f"{t} {p:.3f}" for t, p in guesses)
+            print(f"| {name} | {hidden:.1e} | {nsp:.1e} | {same} | {prob:.1e} | {top} |")
 
 
 if __name__ == "__main__":

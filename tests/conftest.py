@@ -1,6 +1,8 @@
 """Shared fixtures: the real data folder, a slice of WikiText-2, a small WikiText-format corpus, tiny configs."""
 
+import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,14 @@ def _no_env_data(monkeypatch, tmp_path):
     """Tests pass data folders explicitly; nothing may fall back to a real download or the user's cache."""
     monkeypatch.delenv("JAXBERT_DATA", raising=False)
     monkeypatch.setenv("JAXBERT_CACHE", str(tmp_path / "cache"))
+
+
+def plausible_summary(line: str, vocab_size: int) -> dict:
+    """The losses of a summary line `MLM loss X[, NSP|SOP loss Y]`, asserted finite and near chance or below:
+    MLM under ln V + 1 (a random model's cross-entropy is about ln V), the pair task under ln 2 + 0.3."""
+    m = re.fullmatch(r"MLM loss (\S+)(?:, (NSP|SOP) loss (\S+))?", line)
+    assert m, line
+    losses = {"mlm": float(m[1])} | ({m[2].lower(): float(m[3])} if m[2] else {})  # 'nan' parses, fails below
+    assert 0 < losses["mlm"] < math.log(vocab_size) + 1, (line, vocab_size)
+    assert all(0 < v < math.log(2) + 0.3 for k, v in losses.items() if k != "mlm"), line
+    return losses

@@ -1,5 +1,7 @@
 """The command line end to end on a slice of the real WikiText-2, the Python API, and every bad input."""
 
+import json
+import math
 import re
 import subprocess
 import sys
@@ -7,6 +9,7 @@ import sys
 import pytest
 
 import jaxbert
+from conftest import plausible_summary
 from jaxbert import cli
 
 # The d2l-tiny architecture itself (hidden 128), trained briefly on small batches.
@@ -30,16 +33,17 @@ def run_dir(wikitext_slice, tmp_path_factory):
 
 def test_pretrain_writes_a_complete_run(run_dir):
     assert sorted(p.name for p in run_dir.iterdir()) == \
-        ["checkpoints", "config.json", "loss.png", "metrics.jsonl", "tokenizer.json"]
+        ["checkpoints", "config.json", "data.json", "loss.png", "metrics.jsonl", "tokenizer.json"]
     assert (run_dir / "checkpoints" / "4").is_dir()
 
 
-def test_pretrain_prints_the_books_summary(wikitext_slice, tmp_path, capsys):
+def test_pretrain_prints_the_books_summary_with_plausible_values(wikitext_slice, tmp_path, capsys):
     code, out, _ = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", tmp_path / "r", *QUICK)
     assert code == 0
     last = out.strip().splitlines()[-2:]
-    assert last[0].startswith("MLM loss ") and ", NSP loss " in last[0]
-    assert last[1].endswith("sentence pairs/sec on [CpuDevice(id=0)]")
+    assert set(plausible_summary(last[0], jaxbert.load(tmp_path / "r").tokenizer.get_vocab_size())) == {"mlm", "nsp"}
+    rate = re.fullmatch(r"(\S+) sentence pairs/sec on \[CpuDevice\(id=0\)\]", last[1])
+    assert rate and 0 < float(rate[1]) < 1e6, last[1]
 
 
 def test_encode_sentence_and_pair(run_dir, capsys):
@@ -160,3 +164,27 @@ def test_console_script_exits_non_zero_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("jaxbert: error: unknown preset 'nope'")
     assert "Traceback" not in proc.stderr
+
+
+def test_fill_mask_prints_the_top_words(run_dir, capsys):
+    code, out, _ = jaxbert_cli(capsys, "fill-mask", run_dir, "the <mask> of the city .", "--top-k", "3")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "tokens: <cls> the <mask> of the city . <sep>" and lines[1] == "mask:"
+    guesses = [re.fullmatch(r"  (\d\.\d{4})  (\S+)", line) for line in lines[2:]]
+    assert len(guesses) == 3 and all(guesses), lines
+    probs = [float(g[1]) for g in guesses]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+    expected = jaxbert.load(run_dir).fill_mask("the <mask> of the city .", top_k=3)[0]
+    assert [g[2] for g in guesses] == [t for t, _ in expected]
+    code, _, err = jaxbert_cli(capsys, "fill-mask", run_dir, "the city .")
+    one_line_error(code, err, "no <mask> in 'the city .'")
+
+
+def test_metrics_are_finite_and_plausible(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    vocab = jaxbert.load(run_dir).tokenizer.get_vocab_size()
+    for r in rows:
+        assert all(math.isfinite(v) for v in r.values() if isinstance(v, float)), r
+        assert 0 < r["mlm_loss"] < math.log(vocab) + 1 and 0 <= r["mlm_acc"] <= 1, r
+    assert {r["split"] for r in rows} == {"train", "eval"} and rows[0]["step"] == 0  # held-out baseline first

@@ -1,6 +1,7 @@
 """Training on a tiny config: the loss falls, batches are f(seed, step), and a resumed run is the same run."""
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -9,6 +10,7 @@ from flax import nnx
 
 from conftest import TINY
 from jaxbert import checkpoint, config, data, optim, rundir, train
+from jaxbert.errors import JaxbertError
 from jaxbert.model import BertForPreTraining
 
 
@@ -72,13 +74,64 @@ def test_wikitext_examples_use_the_training_vocabulary(wikitext_slice):
     np.testing.assert_array_equal(tr.arrays["input_ids"], tr2.arrays["input_ids"])  # rebuilt identically
 
 
-@pytest.mark.parametrize("bad", ["optim.learning_rate=1e-3", "model.hidden_size=64"])
-def test_resume_refuses_a_changed_model_or_optimizer(wikitext_slice, tmp_path, bad):
-    from jaxbert.errors import JaxbertError
-
+@pytest.mark.parametrize("bad, named", [
+    ("optim.learning_rate=1e-3", "optim.learning_rate=0.001 (the run has 0.003)"),
+    ("model.hidden_size=64", "model.hidden_size=64 (the run has 32)"),
+    ("train.batch_size=8", "train.batch_size=8 (the run has 16)"),
+    ("train.seed=1", "train.seed=1 (the run has 0)"),
+    ("data.seed=1", "data.seed=1 (the run has 0)"),
+    ("data.mask_prob=0.2", "data.mask_prob=0.2 (the run has 0.15)"),
+])
+def test_resume_refuses_what_shaped_the_steps_taken(wikitext_slice, tmp_path, bad, named):
     train.run(tiny("train.steps=2"), tmp_path / "run", data_dir=wikitext_slice)
-    with pytest.raises(JaxbertError, match="only train.\\* may change"):
+    before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(JaxbertError, match="^--resume: ") as e:
         train.run(tiny("train.steps=4", bad), tmp_path / "run", data_dir=wikitext_slice, resume=True)
+    assert named in str(e.value) and "train.steps" in str(e.value)  # names the field and what may change
+    assert (tmp_path / "run" / "config.json").read_text() == before and rundir.latest_step(tmp_path / "run") == 2
+
+
+def test_resume_refuses_another_preset_and_other_data(wikitext_slice, tmp_path, capsys):
+    from jaxbert import cli
+
+    run = tmp_path / "run"
+    train.run(tiny("train.steps=2"), run, data_dir=wikitext_slice)
+    assert cli.main(["pretrain", "--resume", "--preset", "bert-tiny", "--out", str(run), "--data",
+                     str(wikitext_slice), "--set", "train.steps=4"]) == 2
+    assert "was made with --preset d2l-tiny, not bert-tiny; drop --preset" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("wiki.train.tokens", "wiki.valid.tokens"):  # the same corpus less its last 100 lines
+        lines = (wikitext_slice / name).read_text().splitlines(keepends=True)
+        (other / name).write_text("".join(lines[:-100]))
+    assert cli.main(["pretrain", "--resume", "--out", str(run), "--data", str(other), "--set", "train.steps=4"]) == 2
+    err = capsys.readouterr().err
+    assert f"{other} is not the data this run was trained on ({wikitext_slice}" in err
+    moved = tmp_path / "moved"
+    shutil.copytree(wikitext_slice, moved)  # the same files elsewhere are the same data
+    assert cli.main(["pretrain", "--resume", "--out", str(run), "--data", str(moved), "--set", "train.steps=3"]) == 0
+    assert rundir.latest_step(run) == 3 and config.Config.load(run / "config.json").train.steps == 3
+
+
+def learning_rates(run_dir):
+    return [(r["step"], r["learning_rate"]) for r in rows(run_dir, "train")]
+
+
+def test_resume_keeps_the_learning_rate_of_steps_taken(wikitext_slice, tmp_path):
+    # Linear decay to 0 at train.steps: growing train.steps past the warmup would rewrite the steps taken.
+    decaying = ("optim.schedule=linear", "optim.warmup_steps=2")
+    train.run(tiny("train.steps=4", *decaying), tmp_path / "run", data_dir=wikitext_slice)
+    with pytest.raises(JaxbertError, match="would change the learning rate of the 4 steps already taken"):
+        train.run(tiny("train.steps=8", *decaying), tmp_path / "run", data_dir=wikitext_slice, resume=True)
+    # Still in the warmup (6 of 10 steps), the same growth changes nothing that was taken: it may go on, and
+    # every step's learning rate is the one of a run that was given 8 steps from the start.
+    warm = ("optim.schedule=linear", "optim.warmup_steps=10")
+    train.run(tiny("train.steps=4", *warm), tmp_path / "warm", data_dir=wikitext_slice)
+    train.run(tiny("train.steps=8", *warm), tmp_path / "warm", data_dir=wikitext_slice, resume=True)
+    train.run(tiny("train.steps=8", *warm), tmp_path / "straight", data_dir=wikitext_slice)
+    assert learning_rates(tmp_path / "warm") == learning_rates(tmp_path / "straight")
+    expected = [3e-3 * count / 10 for count in (1, 3, 5, 7)]  # warmup, at the updates of steps 2, 4, 6, 8
+    assert [lr for _, lr in learning_rates(tmp_path / "straight")] == pytest.approx(expected)
 
 
 def test_both_heads_can_fit_a_fixed_batch(wikitext_slice):

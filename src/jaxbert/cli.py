@@ -5,6 +5,7 @@
     jaxbert pretrain --preset d2l-tiny [--data DIR] --out RUN_DIR [--set section.field=value ...]
     jaxbert encode RUN_DIR "a crane is flying"
     jaxbert encode RUN_DIR --pair "a crane driver came" "he just left"
+    jaxbert fill-mask RUN_DIR "a crane is <mask> ."   # the MLM head's top-k words and probabilities
     jaxbert export RUN_DIR HF_DIR          # a transformers BertForPreTraining checkpoint
     jaxbert import HF_DIR RUN_DIR          # a transformers BERT checkpoint as a jaxbert run
 """
@@ -76,15 +77,22 @@ def _parser() -> argparse.ArgumentParser:
     what = enc.add_mutually_exclusive_group(required=True)
     what.add_argument("sentence", nargs="?", help="one sentence")
     what.add_argument("--pair", nargs=2, metavar=("A", "B"), help="a sentence pair")
+
+    fill = sub.add_parser("fill-mask", help="print the MLM head's likeliest words for each mask token in a text")
+    fill.add_argument("run_dir", type=Path)
+    fill.add_argument("text", help="a text with <mask> (word-level runs) or [MASK] (WordPiece runs)")
+    fill.add_argument("--top-k", type=int, default=5, help="how many words per mask (default 5)")
     return p
 
 
 def pretrain(args) -> None:
     from jaxbert import train  # JAX is imported only for commands that need it
 
-    if args.resume and not args.preset and (args.out / rundir.CONFIG).is_file():
-        base = config.Config.load(args.out / rundir.CONFIG)
-    else:
+    # A resumed run starts from its own config; --set may then change what `train.resumed_config` allows, and
+    # a --preset other than the run's is refused there, naming both.
+    saved = args.out / rundir.CONFIG
+    base = config.Config.load(saved) if args.resume and saved.is_file() else None
+    if base is None or (args.preset and args.preset != base.preset):
         base = config.preset(args.preset or "d2l-tiny")
     cfg = config.override(base, args.set)
     for line in train.run(cfg, args.out, data_dir=args.data, resume=args.resume, overwrite=args.overwrite):
@@ -159,11 +167,25 @@ def encode(args) -> None:
             print(f"{i:3d} {token:<{width}} {vectors[0, i, :3]} ...")
 
 
+def fill_mask(args) -> None:
+    from jaxbert.encode import load
+
+    if args.top_k < 1:
+        raise JaxbertError(f"--top-k {args.top_k} must be at least 1")
+    encoder = load(args.run_dir)
+    guesses = encoder.fill_mask(args.text, args.top_k)
+    print("tokens:", " ".join(encoder.tokens(args.text)))
+    for n, top in enumerate(guesses, 1):
+        print(f"mask {n}:" if len(guesses) > 1 else "mask:")
+        for token, p in top:
+            print(f"  {p:.4f}  {token}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         command = {"pretrain": pretrain, "encode": encode, "prepare": prepare, "tokenizer": tokenizer_train,
-                   "export": export, "import": import_}
+                   "export": export, "import": import_, "fill-mask": fill_mask}
         command[args.command](args)
     except JaxbertError as e:
         print(f"jaxbert: error: {e}", file=sys.stderr)

@@ -12,7 +12,9 @@ run reads exactly the batches it would have read. With several processes, proces
 
 import dataclasses
 import functools
+import hashlib
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +169,27 @@ def _examples(sent: pretraining_data.Sentences, tok: Tokenizer, cfg: DataConfig,
 def locate(data: str | Path | None) -> Path:
     """A prepared directory as it is, else the WikiText-2 folder (`corpus.locate_wikitext2`)."""
     return Path(data) if data and prepare.is_prepared(data) else corpus.locate_wikitext2(data)
+
+
+def fingerprint(data: Path) -> str:
+    """SHA-256 of what a run's batches are made from, wherever it lies: a WikiText folder's two files; a prepared
+    directory's tokenizer, options, counts and sentence/document lengths (its token array may be huge)."""
+    digest = hashlib.sha256()
+    if prepare.is_prepared(data):
+        manifest = prepare.read_manifest(data)
+        digest.update(json.dumps([manifest[k] for k in ("tokenizer_fingerprint", "options", "counts")]).encode())
+        names = [f"{split}/{name}" for split in prepare.SPLITS
+                 for name in ("sentence_lengths.bin", "document_sentences.bin")]
+    else:
+        names = ["wiki.train.tokens", "wiki.valid.tokens"]
+    for name in names:  # a missing file is reported by `load`; here it only counts as missing
+        path = Path(data) / name
+        if path.is_file():
+            with open(path, "rb") as f:
+                digest.update(hashlib.file_digest(f, "sha256").digest())
+        else:
+            digest.update(f"no {name}".encode())
+    return digest.hexdigest()
 
 
 def load(data: Path, cfg: DataConfig, tok: Tokenizer | None = None):

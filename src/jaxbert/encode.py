@@ -1,11 +1,14 @@
-"""Load a trained run and turn a sentence or a sentence pair into contextual vectors (the book's
-`get_bert_encoding`).
+"""Load a trained run and use it: contextual vectors of a sentence or a sentence pair (the book's
+`get_bert_encoding`), the MLM head's guesses for masked words, and the NSP head's verdict on a pair.
 
     enc = jaxbert.load("runs/d2l-tiny")
     enc.encode("a crane is flying").shape                    # (1, 6, 128)
     enc.encode(["a", "crane", "driver", "came"], ["he", "just", "left"]).shape   # (1, 10, 128)
+    enc.fill_mask("a crane is <mask> .")                     # [[(word, probability), ...]] per mask
+    enc.next_sentence("a crane driver came", "he just left")  # P(B follows A)
 """
 
+import dataclasses
 from pathlib import Path
 
 import jax
@@ -16,6 +19,7 @@ from flax import nnx
 from jaxbert import checkpoint, rundir
 from jaxbert import tokenizer as tokenizers
 from jaxbert.config import Config
+from jaxbert.errors import JaxbertError
 from jaxbert.model import BertForPreTraining
 
 
@@ -36,7 +40,11 @@ class Encoder:
 
     def __init__(self, run_dir: Path):
         self.config, self.tokenizer, self.model, self.step = restore_run(run_dir)
+        self.specials = tokenizers.special_ids(self.tokenizer)
+        # Written in a text, `<mask>` / `[MASK]` (and the other specials) are that token, as in transformers.
+        self.tokenizer.add_special_tokens([self.tokenizer.id_to_token(i) for i in dataclasses.astuple(self.specials)])
         self._encode = nnx.jit(lambda m, ids, segs, lens: m.encode(ids, segs, lens))
+        self._heads = nnx.jit(lambda m, ids, segs, lens, positions: m(ids, segs, lens, positions)[1:])
 
     def tokens(self, tokens_a, tokens_b=None) -> list[str]:
         """`<cls> A <sep>` or `<cls> A <sep> B <sep>`, as the tokenizer spells its specials."""
@@ -44,13 +52,35 @@ class Encoder:
 
     def encode(self, tokens_a, tokens_b=None) -> jax.Array:
         """(1, T, D) vectors, `<cls>` first; tokens are a string or a list of words."""
+        return self._encode(self.model, *self._inputs(tokens_a, tokens_b))
+
+    def fill_mask(self, text, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """For each mask token in `text`, the MLM head's `top_k` (token, probability), most likely first."""
+        ids, segments, lens = self._inputs(text)
+        positions = np.flatnonzero(np.asarray(ids[0]) == self.specials.mask)
+        if not len(positions):
+            mask = self.tokenizer.id_to_token(self.specials.mask)
+            raise JaxbertError(f"no {mask} in {text!r}; write {mask} where a word is to be guessed")
+        mlm_logits, _ = self._heads(self.model, ids, segments, lens, jnp.asarray(positions[None], jnp.int32))
+        probs = np.asarray(jax.nn.softmax(mlm_logits[0].astype(jnp.float32), axis=-1))  # (P, V)
+        best = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
+        return [[(self.tokenizer.id_to_token(int(i)), float(p[i])) for i in row] for p, row in zip(probs, best)]
+
+    def next_sentence(self, tokens_a, tokens_b) -> float:
+        """The NSP head's probability that B follows A (for a SOP run: that A and B are in order)."""
+        inputs = self._inputs(tokens_a, tokens_b)
+        _, nsp_logits = self._heads(self.model, *inputs, jnp.zeros((1, 1), jnp.int32))
+        return float(jax.nn.softmax(nsp_logits[0])[1])  # class 1 = "B follows A", the batch contract's label
+
+    def _inputs(self, tokens_a, tokens_b=None):
+        """(ids, segment ids, valid length) of one sentence or pair, as a batch of one."""
         enc = self.tokenizer.encode(*self._texts(tokens_a, tokens_b))
         max_len = self.config.model.max_position_embeddings
         if len(enc.ids) > max_len:
-            raise ValueError(f"{len(enc.ids)} tokens exceed the model's {max_len} positions")
+            raise JaxbertError(f"{len(enc.ids)} tokens exceed the model's {max_len} positions; shorten the text")
         ids = jnp.asarray(np.array([enc.ids], np.int32))
         segments = jnp.asarray(np.array([enc.type_ids], np.int32))
-        return self._encode(self.model, ids, segments, jnp.array([len(enc.ids)], jnp.int32))
+        return ids, segments, jnp.array([len(enc.ids)], jnp.int32)
 
     @staticmethod
     def _texts(tokens_a, tokens_b):

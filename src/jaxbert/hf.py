@@ -4,12 +4,22 @@
     jaxbert import hf/some-bert runs/imported  # model.safetensors or pytorch_model.bin
 
 `name_table` is the one mapping between jaxbert's parameter tree and the `transformers` names; export and
-import both read it. Linear kernels are stored (in, out) here and (out, in) there, hence the transposes.
+import both read it, and each row says how a tensor's layout differs across the boundary:
+- linear kernels are stored (in, out) here and (out, in) there, hence the transposes;
+- the NSP head's two classes are in opposite order: jaxbert's batch contract says `nsp_labels` = 1 when B
+  follows A (or A/B are in order, for SOP), while transformers and Google's checkpoints use class 0 = "B follows
+  A" (`BertForNextSentencePrediction`, `cls.seq_relationship`). The rows of that head swap its two classes, so
+  an export answers in transformers what jaxbert answers, and an import resumes with the head the right way.
+
+Import is strict: a checkpoint that jaxbert cannot compute exactly (relative positions, a decoder, an
+activation or a tensor it does not map) is refused with the difference named; heads that are simply absent
+are reported and initialised afresh.
 """
 
 import dataclasses
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,21 +31,39 @@ from jaxbert import checkpoint, optim, rundir
 from jaxbert import tokenizer as tokenizers
 from jaxbert.config import ModelConfig, preset
 from jaxbert.errors import JaxbertError
-from jaxbert.model import BertForPreTraining
+from jaxbert.model import ACTIVATIONS, BertForPreTraining
 
 Path_ = tuple  # a path in the parameter tree, e.g. ("layers", 0, "attention", "query", "kernel")
 
 
-def name_table(cfg: ModelConfig) -> list[tuple[Path_, str, bool]]:
-    """(jaxbert path, transformers name, transposed?) for every parameter of `BertForPreTraining`."""
+class Row(NamedTuple):
+    """One parameter: where it lives on each side, and how its layout differs."""
 
-    def dense(ours, theirs):
-        return [(ours + ("kernel",), theirs + ".weight", True), (ours + ("bias",), theirs + ".bias", False)]
+    ours: Path_
+    theirs: str
+    transposed: bool = False  # (in, out) here, (out, in) there
+    swap_classes: bool = False  # the NSP head: class 1 = "B follows A" here, class 0 there
+
+    def to_theirs(self, value: np.ndarray) -> np.ndarray:
+        value = value[..., ::-1] if self.swap_classes else value
+        return np.ascontiguousarray(value.T if self.transposed else value)
+
+    def to_ours(self, value: np.ndarray) -> np.ndarray:
+        value = value.T if self.transposed else value
+        return np.ascontiguousarray(value[..., ::-1] if self.swap_classes else value)
+
+
+def name_table(cfg: ModelConfig) -> list[Row]:
+    """A `Row` for every parameter of `BertForPreTraining`."""
+
+    def dense(ours, theirs, swap=False):
+        return [Row(ours + ("kernel",), theirs + ".weight", True, swap),
+                Row(ours + ("bias",), theirs + ".bias", False, swap)]
 
     def norm(ours, theirs):
-        return [(ours + ("scale",), theirs + ".weight", False), (ours + ("bias",), theirs + ".bias", False)]
+        return [Row(ours + ("scale",), theirs + ".weight"), Row(ours + ("bias",), theirs + ".bias")]
 
-    rows = [((("embeddings", name, "embedding")), f"bert.embeddings.{name}.weight", False)
+    rows = [Row(("embeddings", name, "embedding"), f"bert.embeddings.{name}.weight")
             for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
     rows += norm(("embeddings", "layer_norm"), "bert.embeddings.LayerNorm")
     for i in range(cfg.num_hidden_layers):
@@ -50,10 +78,10 @@ def name_table(cfg: ModelConfig) -> list[tuple[Path_, str, bool]]:
     rows += dense(("pooler",), "bert.pooler.dense")
     rows += dense(("mlm", "transform"), "cls.predictions.transform.dense")
     rows += norm(("mlm", "layer_norm"), "cls.predictions.transform.LayerNorm")
-    rows += [(("mlm", "bias"), "cls.predictions.bias", False)]
+    rows += [Row(("mlm", "bias"), "cls.predictions.bias")]
     if not cfg.tie_word_embeddings:
-        rows += [(("mlm", "decoder"), "cls.predictions.decoder.weight", True)]
-    rows += dense(("nsp",), "cls.seq_relationship")
+        rows += [Row(("mlm", "decoder"), "cls.predictions.decoder.weight", True)]
+    rows += dense(("nsp",), "cls.seq_relationship", swap=True)
     return rows
 
 
@@ -76,10 +104,8 @@ def export(run_dir: Path, out_dir: Path) -> list[str]:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise JaxbertError(f"{out_dir} is not empty; choose a new output directory")
     flat = _flat(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    tensors = {}
-    for path, name, transposed in name_table(cfg.model):
-        value = np.asarray(flat[path], dtype=np.float32)
-        tensors[name] = np.ascontiguousarray(value.T if transposed else value)
+    tensors = {row.theirs: row.to_theirs(np.asarray(flat[row.ours], dtype=np.float32))
+               for row in name_table(cfg.model)}
     if not cfg.model.tie_word_embeddings:
         # transformers computes the MLM logits with decoder.bias, which it ties to cls.predictions.bias only
         # along with the decoder weight: an untied checkpoint carries both, as transformers writes it.
@@ -108,14 +134,25 @@ def _export_tokenizer(tok, out_dir: Path, max_len: int) -> None:
                            "use WordPiece or the word-level tokenizer")
     special = {f"{k}_token": v for k, v in names.items()}
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-    config = {**extra, **special, "model_max_length": max_len}
+    # Segment ids are part of the model's input: without `token_type_ids` in this list, a fast tokenizer returns
+    # none, and transformers embeds sentence B of a pair as segment 0.
+    config = {**extra, **special, "model_max_length": max_len, "padding_side": "right",
+              "model_input_names": ["input_ids", "token_type_ids", "attention_mask"]}
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 # --- import ---------------------------------------------------------------------------------------------
 
 def read_weights(hf_dir: Path) -> dict[str, np.ndarray]:
-    """The checkpoint's tensors by transformers name, from model.safetensors or pytorch_model.bin."""
+    """The checkpoint's tensors by transformers name, from model.safetensors or pytorch_model.bin; the
+    LayerNorm `gamma`/`beta` of older conversions from TensorFlow are renamed `weight`/`bias`, as transformers
+    does when it loads them."""
+    old = {".LayerNorm.gamma": ".LayerNorm.weight", ".LayerNorm.beta": ".LayerNorm.bias"}
+    rename = lambda k: next((k.removesuffix(a) + b for a, b in old.items() if k.endswith(a)), k)
+    return {rename(k): v for k, v in _read_tensors(hf_dir).items()}
+
+
+def _read_tensors(hf_dir: Path) -> dict[str, np.ndarray]:
     if (hf_dir / "model.safetensors").is_file():
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
@@ -136,6 +173,42 @@ def read_weights(hf_dir: Path) -> dict[str, np.ndarray]:
                        "pass a transformers BERT checkpoint folder")
 
 
+# config.json settings that change what a BERT computes, and the one value of each that jaxbert computes.
+FIXED_SETTINGS = {"position_embedding_type": "absolute", "is_decoder": False, "add_cross_attention": False}
+# Tensors a checkpoint may hold besides the table's: a buffer of positions, and the decoder bias (see import).
+IGNORED_TENSORS = ("bert.embeddings.position_ids", "cls.predictions.decoder.bias")
+
+
+def check_settings(hf: dict) -> None:
+    """Refuse, naming it, a config.json setting under which jaxbert's model would compute something else."""
+    for key, value in FIXED_SETTINGS.items():
+        if hf.get(key, value) != value:
+            raise JaxbertError(f"config.json has {key}={hf[key]!r}, but jaxbert's BERT computes only {key}="
+                               f"{value!r}; this checkpoint would give other outputs here, so it is not imported")
+    act = hf.get("hidden_act", "gelu")
+    if act not in ACTIVATIONS:
+        raise JaxbertError(f"config.json has hidden_act={act!r}, which jaxbert does not compute (it has "
+                           f"{', '.join(ACTIVATIONS)}); this checkpoint is not imported")
+
+
+def check_tensors(weights: dict[str, np.ndarray], cfg: ModelConfig) -> None:
+    """Refuse, naming them, tensors that jaxbert's model has no place for (absent heads are fine)."""
+    unknown = sorted(set(weights) - {row.theirs for row in name_table(cfg)} - set(IGNORED_TENSORS))
+    embeddings = weights.get("bert.embeddings.word_embeddings.weight")
+    if cfg.tie_word_embeddings and "cls.predictions.decoder.weight" in unknown:
+        decoder = weights["cls.predictions.decoder.weight"]
+        if embeddings is None or not np.array_equal(decoder, embeddings):
+            raise JaxbertError("cls.predictions.decoder.weight differs from the word embeddings, but config.json "
+                               "ties them (tie_word_embeddings); set tie_word_embeddings to false there if the "
+                               "decoder is its own")
+        unknown.remove("cls.predictions.decoder.weight")  # the same tensor, saved twice
+    if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise JaxbertError(f"the checkpoint holds tensors that jaxbert's BERT has no place for "
+                           f"({', '.join(unknown[:3])}{more}); import a BertModel, BertForPreTraining, "
+                           "BertForMaskedLM or BertForNextSentencePrediction checkpoint")
+
+
 def model_config(hf: dict, vocab_size: int) -> ModelConfig:
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     return ModelConfig(**{k: v for k, v in hf.items() if k in fields and k != "vocab_size"},
@@ -152,6 +225,7 @@ def import_checkpoint(hf_dir: Path, run_dir: Path, *, base: str = "bert-base") -
         raise JaxbertError(f"cannot read {hf_dir / 'config.json'} ({e}); pass a transformers checkpoint") from None
     if hf.get("model_type") != "bert":
         raise JaxbertError(f"config.json has model_type {hf.get('model_type')!r}; only BERT checkpoints import")
+    check_settings(hf)
     tok = _import_tokenizer(hf_dir)
     weights = read_weights(hf_dir)
     if not any(k.startswith(("bert.", "cls.")) for k in weights):  # a bare BertModel
@@ -162,21 +236,23 @@ def import_checkpoint(hf_dir: Path, run_dir: Path, *, base: str = "bert-base") -
     if cfg.model.vocab_size != tok.get_vocab_size():
         raise JaxbertError(f"config.json says vocab_size {cfg.model.vocab_size} but the tokenizer has "
                            f"{tok.get_vocab_size()} tokens; pass a checkpoint with its own tokenizer")
+    check_tensors(weights, cfg.model)
     model = BertForPreTraining(cfg.model, rngs=nnx.Rngs(params=cfg.train.seed))
     params = nnx.state(model, nnx.Param)
     flat = _flat(nnx.to_pure_dict(params))
     missing = []
-    for path, name, transposed in name_table(cfg.model):
-        value = weights.get(name)
-        if name == "cls.predictions.bias" and "cls.predictions.decoder.bias" in weights:
+    for row in name_table(cfg.model):
+        value = weights.get(row.theirs)
+        if row.theirs == "cls.predictions.bias" and "cls.predictions.decoder.bias" in weights:
             value = weights["cls.predictions.decoder.bias"]  # the one transformers computes with
         if value is None:
-            missing.append(name)
+            missing.append(row.theirs)
             continue
-        value = value.T if transposed else value
-        if value.shape != flat[path].shape:
-            raise JaxbertError(f"{name} has shape {value.shape} in the checkpoint, expected {flat[path].shape}")
-        flat[path] = jnp.asarray(value, jnp.float32)
+        value = row.to_ours(value)
+        if value.shape != flat[row.ours].shape:
+            raise JaxbertError(f"{row.theirs} has shape {value.shape} in the checkpoint, expected "
+                               f"{flat[row.ours].shape}")
+        flat[row.ours] = jnp.asarray(value, jnp.float32)
     nnx.replace_by_pure_dict(params, _nest(flat))
     rundir.claim(run_dir, resume=False, overwrite=False)  # refuses a directory that holds anything
     tok.save(str(run_dir / rundir.TOKENIZER))

@@ -51,7 +51,8 @@ class Reporter:
         self.plot()
 
     def _write(self, row: dict) -> None:
-        row = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}
+        # 7 significant digits, not decimals: early in a long warmup the learning rate is far below 1e-6.
+        row = {k: (float(f"{v:.7g}") if isinstance(v, float) else v) for k, v in row.items()}
         self.rows.append(row)
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")

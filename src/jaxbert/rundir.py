@@ -2,19 +2,21 @@
 
     RUN_DIR/config.json      the full Config
     RUN_DIR/tokenizer.json   the tokenizer (Hugging Face `tokenizers` format)
+    RUN_DIR/data.json        where the training data was read and its fingerprint (`data.fingerprint`)
     RUN_DIR/checkpoints/     orbax checkpoints, one folder per saved step
     RUN_DIR/metrics.jsonl    one JSON object per logged step (train) or evaluation (eval)
     RUN_DIR/loss.png         the MLM and NSP loss curves
 """
 
+import json
 import shutil
 from pathlib import Path
 
 from jaxbert.errors import JaxbertError
 
-CONFIG, TOKENIZER, CHECKPOINTS, METRICS, PLOT = "config.json", "tokenizer.json", "checkpoints", "metrics.jsonl", \
-    "loss.png"
-RUN_FILES = (CONFIG, TOKENIZER, CHECKPOINTS, METRICS, PLOT)
+CONFIG, TOKENIZER, DATA, CHECKPOINTS, METRICS, PLOT = "config.json", "tokenizer.json", "data.json", "checkpoints", \
+    "metrics.jsonl", "loss.png"
+RUN_FILES = (CONFIG, TOKENIZER, DATA, CHECKPOINTS, METRICS, PLOT)
 
 
 def latest_step(run_dir: Path) -> int | None:
@@ -65,3 +67,14 @@ def require_run(run_dir: Path) -> Path:
     if latest_step(run_dir) is None:
         raise JaxbertError(f"{run_dir} has no checkpoint yet; let `jaxbert pretrain` reach its first one")
     return run_dir
+
+
+def record_data(run_dir: Path, source: Path, fingerprint: str) -> None:
+    (Path(run_dir) / DATA).write_text(json.dumps({"source": str(source), "fingerprint": fingerprint}, indent=2) + "\n")
+
+
+def recorded_data(run_dir: Path) -> dict | None:
+    """`{"source", "fingerprint"}` of the run's training data; None for a run that has not trained yet (an
+    imported checkpoint) or one made before runs recorded it."""
+    path = Path(run_dir) / DATA
+    return json.loads(path.read_text()) if path.is_file() else None

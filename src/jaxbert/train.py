@@ -10,6 +10,7 @@ from pathlib import Path
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -69,17 +70,23 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     """Train `cfg` into `run_dir` (or continue the run there); returns the summary lines."""
     run_dir = Path(run_dir)
     source = data.locate(data_dir)  # before touching run_dir: a bad --data changes nothing
+    fingerprint = data.fingerprint(source)
     resuming = rundir.claim(run_dir, resume=resume, overwrite=overwrite)
-    batch_size = cfg.train.batch_size
     if resuming:
-        cfg = _resumed_config(cfg, run_dir)
+        cfg = resumed_config(cfg, run_dir, rundir.latest_step(run_dir))
         tok = tokenizers.load(run_dir / rundir.TOKENIZER)
-        _, train_set, eval_set = data.load(source, cfg.data, tok)
-        data.batch_indices(len(train_set), batch_size, cfg.data.seed, 0)  # fails early if the set is too small
+        _, train_set, eval_set = data.load(source, cfg.data, tok)  # names a tokenizer mismatch first
+        recorded = rundir.recorded_data(run_dir)
+        if recorded and recorded["fingerprint"] != fingerprint:
+            raise JaxbertError(f"--resume: {source} is not the data this run was trained on ({recorded['source']}, "
+                               f"fingerprint in {run_dir / rundir.DATA}); pass that --data")
+        data.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)  # fails early if too small
+        cfg.save(run_dir / rundir.CONFIG)  # the run's config now says how far it goes
+        rundir.record_data(run_dir, source, fingerprint)
     else:
         try:  # every check before the first file is written: a refused run leaves no directory behind
             tok, train_set, eval_set = data.load(source, cfg.data)
-            data.batch_indices(len(train_set), batch_size, cfg.data.seed, 0)
+            data.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)
             if cfg.model.vocab_size not in (0, tok.get_vocab_size()):
                 raise JaxbertError(f"model.vocab_size={cfg.model.vocab_size} does not match the data's tokenizer "
                                    f"({tok.get_vocab_size()} tokens); leave model.vocab_size at 0 or prepare "
@@ -91,8 +98,10 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
         tok.save(str(run_dir / rundir.TOKENIZER))
         cfg.save(run_dir / rundir.CONFIG)
+        rundir.record_data(run_dir, source, fingerprint)
 
-    tx = optim.optimizer(cfg.optim, cfg.train.steps)
+    batch_size = cfg.train.batch_size
+    tx, learning_rate = optim.optimizer(cfg.optim, cfg.train.steps), optim.schedule(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(cfg, tx)
     mngr = checkpoint.manager(run_dir)
     if resuming:
@@ -120,6 +129,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             n = step - interval_start
             means = {k: float(v) / n for k, v in jax.device_get(sums).items()}  # host-device sync
+            means["learning_rate"] = float(learning_rate(step - 1))  # of this step's update (optax counts from 0)
             rep.train(step, means, n * batch_size / (time.perf_counter() - t0), first_interval=first)
             sums, interval_start, first = None, step, False
         if eval_batches and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
@@ -139,13 +149,41 @@ def evaluate(eval_step, params, batches) -> dict:
     return {k: sum(float(r[k]) for r in results) / len(results) for k in results[0]}
 
 
-def _resumed_config(cfg: Config, run_dir: Path) -> Config:
-    """The saved config, with only the `train` section taken from the command line (to extend a run)."""
-    saved = Config.load(run_dir / rundir.CONFIG)
-    changed = [name for name in ("data", "optim") if getattr(saved, name) != getattr(cfg, name)]
-    model_changed = dataclasses.replace(saved.model, vocab_size=0) != dataclasses.replace(cfg.model, vocab_size=0)
-    if changed or model_changed:
-        changed += ["model"] if model_changed else []
-        raise JaxbertError(f"--resume: the {', '.join(changed)} config differs from the run's {run_dir / 'config.json'}; "
-                           "only train.* may change when resuming")
-    return dataclasses.replace(saved, train=cfg.train)
+# What may change when a run is resumed: how far it goes and how often it reports. Everything else shapes the
+# steps already taken (model, data, optimizer and schedule, batch size, seeds), so it stays as the run was made.
+RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.checkpoint_every")
+
+
+def resumed_config(asked: Config, run_dir: Path, step: int) -> Config:
+    """The run's saved config with the changes `asked` may make at `step`, or a clear error naming the field.
+
+    At step 0 (an imported checkpoint, nothing trained yet) only the model is fixed. Later, only `RESUMABLE`
+    fields may change, and `train.steps` only if the learning rate of every step already taken stays the same:
+    a constant schedule, or a decay that has not begun (the run is still warming up).
+    """
+    path = run_dir / rundir.CONFIG
+    saved = Config.load(path)
+    if asked.preset != saved.preset:
+        raise JaxbertError(f"--resume: the run in {run_dir} was made with --preset {saved.preset}, not "
+                           f"{asked.preset}; drop --preset to continue it")
+    asked = dataclasses.replace(asked, model=dataclasses.replace(
+        asked.model, vocab_size=asked.model.vocab_size or saved.model.vocab_size))
+    fixed = [(f"{section}.{f.name}", getattr(getattr(asked, section), f.name), getattr(getattr(saved, section), f.name))
+             for section in ("model", "data", "optim", "train") for f in dataclasses.fields(getattr(saved, section))]
+    fixed = [(name, new, old) for name, new, old in fixed if new != old and name not in RESUMABLE
+             and (step > 0 or name.startswith("model."))]
+    if fixed:
+        changes = ", ".join(f"{name}={new} (the run has {old})" for name, new, old in fixed)
+        raise JaxbertError(f"--resume: {changes} would change the {step} steps already taken, so it stays as in "
+                           f"{path}; only {', '.join(RESUMABLE)} may change, or start a new run")
+    if step > 0 and asked.train.steps != saved.train.steps:
+        taken = np.arange(step)
+        before = optim.schedule(saved.optim, saved.train.steps)(taken)
+        after = optim.schedule(asked.optim, asked.train.steps)(taken)
+        if not np.array_equal(np.asarray(before), np.asarray(after)):
+            raise JaxbertError(
+                f"--resume: train.steps={asked.train.steps} would change the learning rate of the {step} steps "
+                f"already taken (optim.schedule={saved.optim.schedule} decays to 0 at train.steps="
+                f"{saved.train.steps}); keep train.steps={saved.train.steps}, or continue from this run's weights in "
+                "a new run (jaxbert export, then jaxbert import)")
+    return asked if step == 0 else dataclasses.replace(saved, train=asked.train)
