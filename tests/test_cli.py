@@ -80,8 +80,13 @@ def test_refuses_to_overwrite_a_run_unless_asked(run_dir, wikitext_slice, capsys
 
 
 def test_resume_of_a_finished_run_says_how_to_extend(run_dir, wikitext_slice, capsys):
+    before = snapshot(run_dir)
     code, _, err = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", run_dir, "--resume")
     assert code == 2 and "already reached step 4" in err and "train.steps=N" in err
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", run_dir, "--resume",
+                               "--set", "train.steps=2")
+    assert code == 2 and "already reached step 4 of train.steps=2" in err
+    assert snapshot(run_dir) == before
 
 
 def test_overwrite_replaces_a_run(wikitext_slice, tmp_path, capsys):

@@ -323,7 +323,8 @@ def test_export_keeps_the_pair_task_answer(objective, trained_run, bert_vocab_ru
     if objective == "sop":
         true, random = true, [(b, a) for a, b in true]  # in order, and swapped
     set_pair_head(run, true, random, separate=objective == "nsp")
-    ours = [jaxbert.load(run).next_sentence(a, b) for a, b in true + random]
+    enc = jaxbert.load(run)
+    ours = [enc.next_sentence(a, b) for a, b in true + random]
     if objective == "nsp":
         assert all(p > 0.9 for p in ours[:len(true)]) and all(p < 0.1 for p in ours[len(true):])
     else:

@@ -52,7 +52,8 @@ class Encoder:
 
     def encode(self, tokens_a, tokens_b=None) -> jax.Array:
         """(1, T, D) vectors, `<cls>` first; tokens are a string or a list of words."""
-        return self._encode(self.model, *self._inputs(tokens_a, tokens_b))
+        ids, segments, lens = self._inputs(tokens_a, tokens_b)
+        return self._encode(self.model, ids, segments, lens)[:, :int(lens[0])]
 
     def fill_mask(self, text, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """For each mask token in `text`, the MLM head's `top_k` (token, probability), most likely first."""
@@ -73,14 +74,16 @@ class Encoder:
         return float(jax.nn.softmax(nsp_logits[0])[1])  # class 1 = "B follows A", the batch contract's label
 
     def _inputs(self, tokens_a, tokens_b=None):
-        """(ids, segment ids, valid length) of one sentence or pair, as a batch of one."""
+        """(ids, segment ids, valid length) of one sentence or pair, as a batch of one, padded to a multiple of
+        16 positions so that texts of similar length share one compiled function (padding is attended by no one)."""
         enc = self.tokenizer.encode(*self._texts(tokens_a, tokens_b))
-        max_len = self.config.model.max_position_embeddings
-        if len(enc.ids) > max_len:
-            raise JaxbertError(f"{len(enc.ids)} tokens exceed the model's {max_len} positions; shorten the text")
-        ids = jnp.asarray(np.array([enc.ids], np.int32))
-        segments = jnp.asarray(np.array([enc.type_ids], np.int32))
-        return ids, segments, jnp.array([len(enc.ids)], jnp.int32)
+        n, max_len = len(enc.ids), self.config.model.max_position_embeddings
+        if n > max_len:
+            raise JaxbertError(f"{n} tokens exceed the model's {max_len} positions; shorten the text")
+        ids = np.full((1, min(-(-n // 16) * 16, max_len)), self.specials.pad, np.int32)
+        segments = np.zeros_like(ids)
+        ids[0, :n], segments[0, :n] = enc.ids, enc.type_ids
+        return jnp.asarray(ids), jnp.asarray(segments), jnp.array([n], jnp.int32)
 
     @staticmethod
     def _texts(tokens_a, tokens_b):

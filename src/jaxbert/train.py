@@ -109,9 +109,6 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         params, opt_state = checkpoint.restore(mngr, step, state.params, state.opt_state)
         state = TrainState(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state)
     start = int(state.step)
-    if start >= cfg.train.steps:
-        raise JaxbertError(f"the run in {run_dir} already reached step {start} of train.steps={cfg.train.steps}; "
-                           f"pass --set train.steps=N with N > {start} to train further")
 
     train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
                                        with_nsp=cfg.data.objective != "mlm")
@@ -176,6 +173,9 @@ def resumed_config(asked: Config, run_dir: Path, step: int) -> Config:
         changes = ", ".join(f"{name}={new} (the run has {old})" for name, new, old in fixed)
         raise JaxbertError(f"--resume: {changes} would change the {step} steps already taken, so it stays as in "
                            f"{path}; only {', '.join(RESUMABLE)} may change, or start a new run")
+    if step >= asked.train.steps:
+        raise JaxbertError(f"the run in {run_dir} already reached step {step} of train.steps={asked.train.steps}; "
+                           f"pass --set train.steps=N with N > {step} to train further")
     if step > 0 and asked.train.steps != saved.train.steps:
         taken = np.arange(step)
         before = optim.schedule(saved.optim, saved.train.steps)(taken)
