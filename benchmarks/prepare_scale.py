@@ -29,25 +29,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_line
 
 _ONSETS = "b c d f g h j k l m n p r s t v w z br ch cl dr fl fr gl gr kr pl pr sh st tr".split()
 _VOWELS = "a e i o u ai ea ou".split()
 _CODAS = "n r s l t m nd st".split()
 _DOC_END, _PERIOD = 0, 1  # entry ids of "\n" (a blank line ends a document) and ".\n" (a sentence's end)
-
-
-def cpu_line() -> str:
-    """lscpu's model name, and whether AVX-512 (avx512f, avx512_bf16) and AMX appear among its flags."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    found = [f for f in ("avx2", "avx512f", "avx512_bf16") if f in flags] + (
-        ["amx"] if any(f.startswith("amx") for f in flags) else [])
-    return (f"{fields.get('Model name', 'unknown').strip()}, {fields.get('CPU(s)', '?').strip()} CPU(s), flags: "
-            f"{' '.join(found) or 'none of avx2 avx512f avx512_bf16 amx'}")
 
 
 def made_up_words(count: int) -> np.ndarray:
