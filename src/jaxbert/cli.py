@@ -6,11 +6,13 @@
     jaxbert encode RUN_DIR "a crane is flying"
     jaxbert encode RUN_DIR --pair "a crane driver came" "he just left"
     jaxbert fill-mask RUN_DIR "a crane is <mask> ."   # the MLM head's top-k words and probabilities
+    jaxbert finetune --task sst2 --data GLUE/SST-2 --init RUN_DIR --out FT_DIR   # a classification head
     jaxbert export RUN_DIR HF_DIR          # a transformers BertForPreTraining checkpoint
     jaxbert import HF_DIR RUN_DIR          # a transformers BERT checkpoint as a jaxbert run
 """
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -82,7 +84,21 @@ def _parser() -> argparse.ArgumentParser:
     fill.add_argument("run_dir", type=Path)
     fill.add_argument("text", help="a text with <mask> (word-level runs) or [MASK] (WordPiece runs)")
     fill.add_argument("--top-k", type=int, default=5, help="how many words per mask (default 5)")
+
+    ft = sub.add_parser("finetune", help="fine-tune a run with a classification head on a task")
+    ft.add_argument("--task", required=True, help="sst2, cola, mrpc, rte or nli (sentence1, sentence2, label)")
+    ft.add_argument("--data", required=True, type=Path, help="folder with train.tsv and dev.tsv")
+    ft.add_argument("--init", required=True, type=Path, help="a jaxbert run (pretrained, or imported)")
+    ft.add_argument("--random-init", action="store_true",
+                    help="the run's architecture and tokenizer with fresh weights: the control")
+    ft.add_argument("--out", required=True, type=Path, help="directory to create")
+    for name, default in finetune_defaults().items():  # every field of config.FinetuneConfig
+        ft.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"default {default}")
     return p
+
+
+def finetune_defaults() -> dict:
+    return {f.name: f.default for f in dataclasses.fields(config.FinetuneConfig) if f.name != "task"}
 
 
 def pretrain(args) -> None:
@@ -181,11 +197,20 @@ def fill_mask(args) -> None:
             print(f"  {p:.4f}  {token}")
 
 
+def finetune(args) -> None:
+    from jaxbert import finetune as ft
+
+    cfg = config.FinetuneConfig(task=args.task, **{k: getattr(args, k) for k in finetune_defaults()})
+    best = ft.run(cfg, args.data, args.init, args.out, random_init=args.random_init)
+    scores = ", ".join(f"{k.removeprefix('dev_')} {v:.4f}" for k, v in best.items() if k.startswith("dev_"))
+    print(f"best epoch {best['epoch']}: dev {scores}; kept in {args.out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         command = {"pretrain": pretrain, "encode": encode, "prepare": prepare, "tokenizer": tokenizer_train,
-                   "export": export, "import": import_, "fill-mask": fill_mask}
+                   "export": export, "import": import_, "fill-mask": fill_mask, "finetune": finetune}
         command[args.command](args)
     except JaxbertError as e:
         print(f"jaxbert: error: {e}", file=sys.stderr)

@@ -144,6 +144,28 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class FinetuneConfig:
+    """BERT's usual fine-tuning recipe; tiny models need higher rates than BERT-Base's 2e-5 to 5e-5."""
+
+    task: str
+    max_len: int = 128  # pairs are truncated longest-first, as transformers does
+    batch_size: int = 32
+    epochs: int = 3
+    learning_rate: float = 1e-4
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 0  # head initialisation, dropout and the order of examples
+    max_train_examples: int = 0  # 0 = all: a cap for quick runs
+
+    def __post_init__(self):
+        for name in ("max_len", "batch_size", "epochs"):
+            if getattr(self, name) <= 0:
+                raise JaxbertError(f"--{name.replace('_', '-')} {getattr(self, name)} must be positive")
+        if not self.learning_rate > 0 or not 0 <= self.warmup_fraction < 1:
+            raise JaxbertError("the learning rate must be positive and the warmup fraction in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
     """Everything a run needs; written as `config.json` into the run directory."""
 

@@ -1,0 +1,160 @@
+"""Fine-tuning: a pretrained encoder plus a small classification head, trained on a task's examples.
+
+    jaxbert finetune --task sst2 --data ../shared/data/glue/SST-2 --init runs/tiny --out runs/sst2
+    jaxbert finetune ... --random-init     # the same architecture and tokenizer without pretraining: the control
+
+The head is `transformers.BertForSequenceClassification`'s: dropout and a dense layer on the pooled `<cls>`
+vector. Training is AdamW with linear warmup and decay (clipped at norm 1); the dev set is scored after every
+epoch and the best epoch's parameters (by the task's first metric) are what the output directory keeps.
+
+OUT/finetune.json   the fine-tuning settings, the task's labels and the source run
+OUT/config.json     the encoder's config (the source run's), OUT/tokenizer.json its tokenizer
+OUT/checkpoints/    orbax: the best epoch's parameters      OUT/metrics.jsonl: one row per epoch
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+from jaxbert import checkpoint, optim, rundir, tasks
+from jaxbert.config import FinetuneConfig, ModelConfig, OptimConfig
+from jaxbert.encode import restore_run
+from jaxbert.errors import JaxbertError
+from jaxbert.model import BertForPreTraining
+
+SETTINGS = "finetune.json"
+
+
+class Classifier(nnx.Module):
+    """The encoder and pooler of `BertForPreTraining`, then dropout and a dense layer to the labels."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int, *, rngs: nnx.Rngs):
+        self.bert = BertForPreTraining(cfg, rngs=rngs)
+        self.dropout = nnx.Dropout(cfg.hidden_dropout_prob)
+        self.classifier = nnx.Linear(cfg.hidden_size, num_labels, rngs=rngs,
+                                     kernel_init=nnx.initializers.normal(cfg.initializer_range))
+
+    def __call__(self, input_ids, segment_ids, valid_lens, *, deterministic: bool = True,
+                 rngs: nnx.Rngs | None = None):
+        """Logits (B, labels)."""
+        x = self.bert.encode(input_ids, segment_ids, valid_lens, deterministic=deterministic, rngs=rngs)
+        pooled = jnp.tanh(self.bert.pooler(x[:, 0]))  # (B, D), as in pretraining's NSP head
+        return self.classifier(self.dropout(pooled, deterministic=deterministic, rngs=rngs))
+
+
+@flax.struct.dataclass
+class State:
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+
+
+def encode_texts(tok, data: tasks.TextPairs, max_len: int) -> dict[str, np.ndarray]:
+    """Fixed-shape arrays: ids, segment ids (B is segment 1) and valid lengths, truncated and padded."""
+    tok = tok.from_str(tok.to_str())  # a copy: truncation and padding are settings of the tokenizer
+    pad = tok.token_to_id("[PAD]") if tok.token_to_id("[PAD]") is not None else tok.token_to_id("<pad>")
+    tok.enable_truncation(max_len)
+    tok.enable_padding(pad_id=pad, pad_token=tok.id_to_token(pad), length=max_len)
+    inputs = list(zip(data.text_a, data.text_b)) if data.text_b is not None else data.text_a
+    encs = tok.encode_batch(inputs)
+    return {"input_ids": np.array([e.ids for e in encs], np.int32),
+            "segment_ids": np.array([e.type_ids for e in encs], np.int32),
+            "valid_lens": np.array([sum(e.attention_mask) for e in encs], np.int32),
+            "labels": data.labels.astype(np.int32)}
+
+
+def classifier_from_run(run_dir: Path, num_labels: int, *, seed: int, pretrained: bool = True):
+    """(source config, tokenizer, Classifier) whose encoder holds the run's weights (or fresh ones)."""
+    cfg, tok, pretrained_model, _ = restore_run(run_dir)
+    model = Classifier(cfg.model, num_labels, rngs=nnx.Rngs(params=seed))
+    if pretrained:
+        nnx.update(model.bert, nnx.state(pretrained_model, nnx.Param))
+    return cfg, tok, model
+
+
+def make_steps(graphdef, tx, dropout_key):
+    def loss_fn(params, batch, key):
+        model = nnx.merge(graphdef, params)
+        logits = model(batch["input_ids"], batch["segment_ids"], batch["valid_lens"], deterministic=False,
+                       rngs=nnx.Rngs(dropout=key))
+        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["labels"]).mean()
+
+    def train_step(state: State, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, jax.random.fold_in(dropout_key, state.step))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                             opt_state=opt_state), loss
+
+    def predict_step(params, batch):
+        model = nnx.merge(graphdef, params)
+        return model(batch["input_ids"], batch["segment_ids"], batch["valid_lens"]).argmax(-1)
+
+    return jax.jit(train_step, donate_argnums=0), jax.jit(predict_step)
+
+
+def predict(predict_step, params, arrays: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
+    """Labels of every example; the last batch is padded to the full size (one compiled shape)."""
+    n, out = len(arrays["labels"]), []
+    for start in range(0, n, batch_size):
+        rows = np.minimum(np.arange(start, start + batch_size), n - 1)
+        out.append(np.asarray(predict_step(params, {k: v[rows] for k, v in arrays.items()})))  # host sync
+    return np.concatenate(out)[:n]
+
+
+def run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_init: bool = False) -> dict:
+    """Fine-tune and keep the best epoch; returns its dev metrics."""
+    task, data_dir, out = tasks.get(cfg.task), Path(data_dir), Path(out)
+    train_data, dev_data = (task.read(data_dir / f"{split}.tsv") for split in ("train", "dev"))
+    if out.exists() and any(out.iterdir()):
+        raise JaxbertError(f"{out} is not empty; choose a new --out")
+    source, tok, model = classifier_from_run(init, len(task.labels), seed=cfg.seed, pretrained=not random_init)
+    train_arrays, dev_arrays = (encode_texts(tok, d, cfg.max_len) for d in (train_data, dev_data))
+    if cfg.max_train_examples:
+        train_arrays = {k: v[:cfg.max_train_examples] for k, v in train_arrays.items()}
+    n = len(train_arrays["labels"])
+    per_epoch = n // cfg.batch_size
+    if per_epoch == 0:
+        raise JaxbertError(f"{n} training examples are fewer than one batch of {cfg.batch_size}; lower --batch-size")
+    total = per_epoch * cfg.epochs
+    tx = optim.optimizer(OptimConfig(learning_rate=cfg.learning_rate, warmup_steps=int(cfg.warmup_fraction * total),
+                                     weight_decay=cfg.weight_decay), total)
+    graphdef, params = nnx.split(model, nnx.Param)
+    state = State(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    train_step, predict_step = make_steps(graphdef, tx, jax.random.key(cfg.seed))
+
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {**dataclasses.asdict(cfg), "labels": list(task.labels), "init": str(init), "random_init": random_init}
+    (out / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
+    source.save(out / rundir.CONFIG)
+    tok.save(str(out / rundir.TOKENIZER))
+    mngr, best, rows = checkpoint.manager(out), None, []
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+    for epoch in range(1, cfg.epochs + 1):
+        order, losses = np.random.default_rng([cfg.seed, epoch]).permutation(n), []
+        for i in range(per_epoch):
+            idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            state, loss = train_step(state, {k: v[idx] for k, v in train_arrays.items()})
+            losses.append(loss)
+            bar.update()
+        scores = task.score(predict(predict_step, state.params, dev_arrays, cfg.batch_size), dev_arrays["labels"])
+        row = {"epoch": epoch, "step": int(state.step), "train_loss": float(np.mean(jax.device_get(losses))),
+               **{f"dev_{k}": v for k, v in scores.items()}}
+        rows.append(row)
+        with open(out / rundir.METRICS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f}, dev "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        if best is None or scores[task.metrics[0]] > best[f"dev_{task.metrics[0]}"]:
+            best = row
+            checkpoint.save(mngr, int(state.step), state.params, state.opt_state)
+    mngr.wait_until_finished()
+    bar.close()
+    return best
