@@ -25,6 +25,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from jaxbert import checkpoint, optim, rundir, tasks
+from jaxbert import tokenizer as tokenizers
 from jaxbert.config import FinetuneConfig, ModelConfig, OptimConfig
 from jaxbert.encode import restore_run
 from jaxbert.errors import JaxbertError
@@ -60,7 +61,7 @@ class State:
 def encode_texts(tok, data: tasks.TextPairs, max_len: int) -> dict[str, np.ndarray]:
     """Fixed-shape arrays: ids, segment ids (B is segment 1) and valid lengths, truncated and padded."""
     tok = tok.from_str(tok.to_str())  # a copy: truncation and padding are settings of the tokenizer
-    pad = tok.token_to_id("[PAD]") if tok.token_to_id("[PAD]") is not None else tok.token_to_id("<pad>")
+    pad = tokenizers.special_ids(tok).pad
     tok.enable_truncation(max_len)
     tok.enable_padding(pad_id=pad, pad_token=tok.id_to_token(pad), length=max_len)
     inputs = list(zip(data.text_a, data.text_b)) if data.text_b is not None else data.text_a
