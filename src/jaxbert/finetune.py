@@ -117,9 +117,11 @@ def run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_in
     if out.exists() and any(out.iterdir()):
         raise JaxbertError(f"{out} is not empty; choose a new --out")
     source, tok, model = classifier_from_run(init, len(task.labels), seed=cfg.seed, pretrained=not random_init)
+    if cfg.max_train_examples:  # before tokenizing: the cap exists to make quick runs quick
+        keep = slice(0, cfg.max_train_examples)
+        train_data = tasks.TextPairs(train_data.text_a[keep], train_data.text_b and train_data.text_b[keep],
+                                     train_data.labels[keep])
     train_arrays, dev_arrays = (encode_texts(tok, d, cfg.max_len) for d in (train_data, dev_data))
-    if cfg.max_train_examples:
-        train_arrays = {k: v[:cfg.max_train_examples] for k, v in train_arrays.items()}
     n = len(train_arrays["labels"])
     per_epoch = n // cfg.batch_size
     if per_epoch == 0:
@@ -136,7 +138,7 @@ def run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_in
     (out / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
     source.save(out / rundir.CONFIG)
     tok.save(str(out / rundir.TOKENIZER))
-    mngr, best, rows = checkpoint.manager(out), None, []
+    mngr, best = checkpoint.manager(out), None
     bar = tqdm(total=total, unit="step", dynamic_ncols=True)
     for epoch in range(1, cfg.epochs + 1):
         order, losses = np.random.default_rng([cfg.seed, epoch]).permutation(n), []
@@ -148,7 +150,6 @@ def run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_in
         scores = task.score(predict(predict_step, state.params, dev_arrays, cfg.batch_size), dev_arrays["labels"])
         row = {"epoch": epoch, "step": int(state.step), "train_loss": float(np.mean(jax.device_get(losses))),
                **{f"dev_{k}": v for k, v in scores.items()}}
-        rows.append(row)
         with open(out / rundir.METRICS, "a") as f:
             f.write(json.dumps(row) + "\n")
         bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f}, dev "
