@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from conftest import TINY
-from jaxbert import checkpoint, config, data, optim, rundir, train
+from jaxbert import checkpoint, cli, config, data, optim, rundir, train
 from jaxbert.errors import JaxbertError
 from jaxbert.model import BertForPreTraining
 
@@ -150,3 +150,35 @@ def test_both_heads_can_fit_a_fixed_batch(wikitext_slice):
     assert float(before["nsp_loss"]) > 0.6 and float(after["nsp_loss"]) < 0.1
     assert float(after["mlm_loss"]) < float(before["mlm_loss"]) - 2
     assert float(after["nsp_acc"]) == 1.0
+
+
+def test_budget_fits_the_schedule_to_the_wall_clock(wikitext_slice, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(wikitext_slice), "--out", str(run), "--budget", "30s",
+            "--set", "optim.schedule=linear", "--set", "optim.warmup_steps=3"]
+    args += [a for s in TINY + ["train.log_every=50", "train.eval_every=200", "train.checkpoint_every=100000"]
+             for a in ("--set", s)]
+    assert cli.main(args) == 0
+    saved = config.Config.load(run / "config.json")
+    steps = saved.train.steps
+    assert saved.train.budget_s == 30 and steps > train.PROBE_STEPS  # fitted, not the preset's 140
+    assert rundir.latest_step(run) == steps  # trained to the fitted step and checkpointed there
+    last = rows(run, "train")[-1]
+    assert last["step"] == steps
+    # The schedule ends at the budget: the last update ran at the decay's final, smallest positive rate.
+    assert last["learning_rate"] == pytest.approx(3e-3 / (steps - 3), rel=1e-4)  # 7 digits, float32
+    took = float(capsys.readouterr().out.split("the run took ")[1].split(" s")[0])
+    assert took < 2 * 30  # the fit counts compiling, steps and evaluations (loose: this machine is shared)
+    # A resumed run keeps the steps it was fitted to; --budget there is refused, naming what to do.
+    assert cli.main(["pretrain", "--resume", "--out", str(run), "--data", str(wikitext_slice),
+                     "--budget", "1m"]) == 2
+    assert "drop --budget" in capsys.readouterr().err
+
+
+def test_a_budget_too_small_to_train_leaves_nothing(wikitext_slice, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(wikitext_slice), "--out", str(run), "--budget", "0.01s"]
+    assert cli.main(args + [a for s in TINY for a in ("--set", s)]) == 2
+    assert "leaves no time to train" in capsys.readouterr().err and not run.exists()
+    with pytest.raises(SystemExit):
+        cli.main(args[:-1] + ["ten minutes"])

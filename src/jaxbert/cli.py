@@ -3,10 +3,13 @@
     jaxbert tokenizer train --corpus 'texts/*.txt' --vocab-size 30522 --out TOK_DIR
     jaxbert prepare --corpus 'texts/*.txt' --tokenizer TOK_DIR --out PREP_DIR
     jaxbert pretrain --preset d2l-tiny [--data DIR] --out RUN_DIR [--set section.field=value ...]
+    jaxbert pretrain ... --budget 10m      # train.steps fitted to 10 minutes of wall-clock time
     jaxbert encode RUN_DIR "a crane is flying"
     jaxbert encode RUN_DIR --pair "a crane driver came" "he just left"
     jaxbert fill-mask RUN_DIR "a crane is <mask> ."   # the MLM head's top-k words and probabilities
     jaxbert finetune --task sst2 --data GLUE/SST-2 --init RUN_DIR --out FT_DIR   # a classification head
+    jaxbert predict FT_DIR < texts.txt     # label texts (pairs as A<TAB>B) with a fine-tuned model
+    jaxbert glue RUN_DIR --data GLUE_DIR   # SST-2, MRPC, RTE, CoLA: pretrained vs random init, 5 seeds
     jaxbert export RUN_DIR HF_DIR          # a transformers BertForPreTraining checkpoint
     jaxbert import HF_DIR RUN_DIR          # a transformers BERT checkpoint as a jaxbert run
 """
@@ -32,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--out", required=True, type=Path, help="run directory to create")
     pre.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override one config field, e.g. train.steps=200 (repeatable)")
+    pre.add_argument("--budget", type=_duration, metavar="TIME",
+                     help="train for this wall-clock time (e.g. 600s, 10m, 1h): train.steps is fitted at the "
+                          "start, so the learning-rate schedule ends at the budget")
     mode = pre.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -66,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", required=True, type=Path)
     prep.add_argument("--overwrite", action="store_true", help="replace prepared data in --out")
 
-    exp = sub.add_parser("export", help="write a run as a transformers BertForPreTraining checkpoint")
+    exp = sub.add_parser("export", help="write a run as a transformers BertForPreTraining checkpoint (a "
+                                        "fine-tuned model as BertForSequenceClassification)")
     exp.add_argument("run_dir", type=Path)
     exp.add_argument("out_dir", type=Path)
     imp = sub.add_parser("import", help="turn a transformers BERT checkpoint into a jaxbert run")
@@ -94,7 +101,32 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", required=True, type=Path, help="directory to create")
     for name, default in finetune_defaults().items():  # every field of config.FinetuneConfig
         ft.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"default {default}")
+
+    pr = sub.add_parser("predict", help="label texts with a fine-tuned model (one per line; pairs as A<TAB>B)")
+    pr.add_argument("model_dir", type=Path, help="a `jaxbert finetune` output directory")
+    pr.add_argument("--file", type=Path, help="read texts from this file (default: standard input)")
+
+    gl = sub.add_parser("glue", help="GLUE-lite: fine-tune SST-2, MRPC, RTE and CoLA from a run and from random "
+                                     "init over several seeds; write a table, JSON and a chart")
+    gl.add_argument("run_dir", type=Path)
+    gl.add_argument("--data", required=True, type=Path, help="folder holding SST-2/, MRPC/, RTE/ and CoLA/")
+    gl.add_argument("--out", type=Path, help="report folder (default RUN_DIR/glue)")
+    gl.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 for each initialisation (default 5)")
+    gl.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "rte", "cola"], metavar="TASK")
     return p
+
+
+def _duration(text: str) -> float:
+    """Seconds in `90`, `90s`, `10m` or `1.5h`."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 600s, 10m or 1h") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive duration")
+    return seconds
 
 
 def finetune_defaults() -> dict:
@@ -110,7 +142,10 @@ def pretrain(args) -> None:
     base = config.Config.load(saved) if args.resume and saved.is_file() else None
     if base is None or (args.preset and args.preset != base.preset):
         base = config.preset(args.preset or "d2l-tiny")
-    cfg = config.override(base, args.set)
+    if args.budget and args.resume:
+        raise JaxbertError("--budget fits train.steps when a run starts; a resumed run goes on to the steps it "
+                           "was given, so drop --budget")
+    cfg = config.override(base, args.set + ([f"train.budget_s={args.budget}"] if args.budget else []))
     for line in train.run(cfg, args.out, data_dir=args.data, resume=args.resume, overwrite=args.overwrite):
         print(line)
 
@@ -206,11 +241,35 @@ def finetune(args) -> None:
     print(f"best epoch {best['epoch']}: dev {scores}; kept in {args.out}")
 
 
+def predict(args) -> None:
+    from jaxbert import finetune as ft
+
+    if args.file is not None and not args.file.is_file():
+        raise JaxbertError(f"{args.file} does not exist; pass a text file with one input per line")
+    lines = (args.file.read_text(encoding="utf-8") if args.file else sys.stdin.read()).splitlines()
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise JaxbertError(f"{args.file or 'standard input'} holds no text; give one input per line")
+    texts = [tuple(line.split("\t", 1)) if "\t" in line else line for line in lines]
+    for line, (label, p) in zip(lines, ft.classify(args.model_dir, texts)):
+        print(f"{label}\t{p:.4f}\t{line}")
+
+
+def glue(args) -> None:
+    from jaxbert import glue as glue_lite
+
+    out = args.out or args.run_dir / "glue"
+    report = glue_lite.run(args.run_dir, args.data, out, seeds=args.seeds, task_names=args.tasks)
+    print(glue_lite.markdown(report), end="")
+    print(f"report in {out}: glue.md, glue.json, glue.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         command = {"pretrain": pretrain, "encode": encode, "prepare": prepare, "tokenizer": tokenizer_train,
-                   "export": export, "import": import_, "fill-mask": fill_mask, "finetune": finetune}
+                   "export": export, "import": import_, "fill-mask": fill_mask, "finetune": finetune,
+                   "glue": glue, "predict": predict}
         command[args.command](args)
     except JaxbertError as e:
         print(f"jaxbert: error: {e}", file=sys.stderr)

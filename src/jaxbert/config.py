@@ -136,11 +136,16 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 4  # held-out batches per evaluation (0 = no evaluation)
     checkpoint_every: int = 500  # a checkpoint is also written at the last step
+    # Wall-clock budget in seconds (`--budget 10m`); 0 = off. When set, `steps` is fitted at the start of the run
+    # to what the budget holds (timed on throwaway steps), so the learning-rate schedule ends at the budget.
+    budget_s: float = 0.0
 
     def __post_init__(self):
         _positive(self, "steps", "batch_size", "log_every", "eval_every", "checkpoint_every")
         if self.eval_batches < 0:
             raise JaxbertError(f"train.eval_batches={self.eval_batches} is negative; use 0 to skip evaluation")
+        if self.budget_s < 0:
+            raise JaxbertError(f"train.budget_s={self.budget_s} is negative; use 0 for no budget")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

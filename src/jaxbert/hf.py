@@ -85,6 +85,14 @@ def name_table(cfg: ModelConfig) -> list[Row]:
     return rows
 
 
+def classifier_table(cfg: ModelConfig) -> list[Row]:
+    """A `Row` for every parameter of a fine-tuned `finetune.Classifier` that `BertForSequenceClassification`
+    has: the encoder and pooler (under `bert`), and the head (`classifier`)."""
+    rows = [row._replace(ours=("bert",) + row.ours) for row in name_table(cfg) if row.theirs.startswith("bert.")]
+    return rows + [Row(("classifier", "kernel"), "classifier.weight", True), Row(("classifier", "bias"),
+                                                                                  "classifier.bias")]
+
+
 # --- export ---------------------------------------------------------------------------------------------
 
 def hf_config(cfg: ModelConfig, tok) -> dict:
@@ -99,20 +107,31 @@ def export(run_dir: Path, out_dir: Path) -> list[str]:
 
     from jaxbert.encode import restore_run
 
-    cfg, tok, model, _ = restore_run(run_dir)
+    from jaxbert import finetune
+
     out_dir = Path(out_dir)
+    classifier = (Path(run_dir) / finetune.SETTINGS).is_file()  # a `jaxbert finetune` output directory
+    if classifier:
+        settings, cfg, tok, model = finetune.restore(run_dir)
+    else:
+        cfg, tok, model, _ = restore_run(run_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise JaxbertError(f"{out_dir} is not empty; choose a new output directory")
     flat = _flat(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    tensors = {row.theirs: row.to_theirs(np.asarray(flat[row.ours], dtype=np.float32))
-               for row in name_table(cfg.model)}
-    if not cfg.model.tie_word_embeddings:
+    table = classifier_table(cfg.model) if classifier else name_table(cfg.model)
+    tensors = {row.theirs: row.to_theirs(np.asarray(flat[row.ours], dtype=np.float32)) for row in table}
+    hf = hf_config(cfg.model, tok)
+    if classifier:
+        names = settings["label_names"]
+        hf.update(architectures=["BertForSequenceClassification"], id2label=dict(enumerate(names)),
+                  label2id={name: i for i, name in enumerate(names)}, problem_type="single_label_classification")
+    elif not cfg.model.tie_word_embeddings:
         # transformers computes the MLM logits with decoder.bias, which it ties to cls.predictions.bias only
         # along with the decoder weight: an untied checkpoint carries both, as transformers writes it.
         tensors["cls.predictions.decoder.bias"] = tensors["cls.predictions.bias"].copy()
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-    (out_dir / "config.json").write_text(json.dumps(hf_config(cfg.model, tok), indent=2) + "\n")
+    (out_dir / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
     _export_tokenizer(tok, out_dir, cfg.model.max_position_embeddings)
     return sorted(p.name for p in out_dir.iterdir())
 

@@ -67,6 +67,12 @@ class Task:
     columns: tuple[str | int, str | int | None, str | int]
     metrics: tuple[str, ...] = ("accuracy",)
     header: bool = True
+    names: tuple[str, ...] | None = None  # what a label means, where the files write only a number
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """How predictions are shown (and named in an exported model's `id2label`)."""
+        return self.names or self.labels
 
     @property
     def pair(self) -> bool:
@@ -165,11 +171,12 @@ def _read_jsonl(path: Path) -> _Rows:
 
 # The GLUE tasks in their distributed layouts, and generic tasks for a user's own files (header names).
 TASKS = {
-    "sst2": Task(name="sst2", labels=("0", "1"), columns=("sentence", None, "label")),
+    "sst2": Task(name="sst2", labels=("0", "1"), columns=("sentence", None, "label"),
+                 names=("negative", "positive")),
     "cola": Task(name="cola", labels=("0", "1"), columns=(3, None, 1), metrics=("matthews", "accuracy"),
-                 header=False),
+                 header=False, names=("unacceptable", "acceptable")),
     "mrpc": Task(name="mrpc", labels=("0", "1"), columns=("#1 String", "#2 String", "Quality"),
-                 metrics=("f1", "accuracy")),
+                 metrics=("f1", "accuracy"), names=("not_equivalent", "equivalent")),
     "rte": Task(name="rte", labels=("entailment", "not_entailment"), columns=("sentence1", "sentence2", "label")),
     # Three-way NLI in GLUE's MNLI label order (entailment 0, neutral 1, contradiction 2).
     "nli": Task(name="nli", labels=("entailment", "neutral", "contradiction"),

@@ -4,6 +4,7 @@
 """
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def init_state(cfg: Config, tx: optax.GradientTransformation):
 def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool = False,
         overwrite: bool = False) -> list[str]:
     """Train `cfg` into `run_dir` (or continue the run there); returns the summary lines."""
+    started = time.perf_counter()  # a budget counts from here: loading data and compiling are part of it
     run_dir = Path(run_dir)
     source = data.locate(data_dir)  # before touching run_dir: a bad --data changes nothing
     fingerprint = data.fingerprint(source)
@@ -101,8 +103,19 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         rundir.record_data(run_dir, source, fingerprint)
 
     batch_size = cfg.train.batch_size
-    tx, learning_rate = optim.optimizer(cfg.optim, cfg.train.steps), optim.schedule(cfg.optim, cfg.train.steps)
+    eval_batches = eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else []
+    tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(cfg, tx)
+    if cfg.train.budget_s and not resuming:  # a resumed run keeps the steps fitted when it started
+        try:
+            steps = fit_steps(cfg, graphdef, state, train_set, eval_batches, started + cfg.train.budget_s)
+        except JaxbertError:
+            shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run behind
+            raise
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+        cfg.save(run_dir / rundir.CONFIG)
+        tx = optim.optimizer(cfg.optim, cfg.train.steps)
+    learning_rate = optim.schedule(cfg.optim, cfg.train.steps)
     mngr = checkpoint.manager(run_dir)
     if resuming:
         step = rundir.latest_step(run_dir)
@@ -112,7 +125,6 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
 
     train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
                                        with_nsp=cfg.data.objective != "mlm")
-    eval_batches = eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else []
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
                           start_step=start, pair_task={"nsp": "NSP", "sop": "SOP"}.get(cfg.data.objective))
     if eval_batches and start == 0:
@@ -137,7 +149,48 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
             t0 = time.perf_counter()  # time only training steps, not logging, evaluation or checkpoints
     mngr.wait_until_finished()
     rep.plot()
-    return rep.summary(jax.devices())
+    lines = rep.summary(jax.devices())
+    if cfg.train.budget_s and not resuming:
+        lines.append(f"{cfg.train.steps} steps fitted to a budget of {cfg.train.budget_s:.0f} s; "
+                     f"the run took {time.perf_counter() - started:.0f} s")
+    return lines
+
+
+PROBE_STEPS = 5  # timed train steps (after the one that compiles) when fitting a budget
+
+
+def fit_steps(cfg: Config, graphdef, state: TrainState, train_set, eval_batches, deadline: float) -> int:
+    """How many steps fit before `deadline` (a `time.perf_counter` value), timed on throwaway steps from a copy
+    of `state`.
+
+    Counts what the real loop pays: compiling its step again (the schedule is part of the program), each step,
+    and each evaluation. The result is fixed for the rest of the run, so it is as reproducible as a step count.
+    """
+    tx = optim.optimizer(cfg.optim, cfg.train.steps)
+    train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
+                                       with_nsp=cfg.data.objective != "mlm")
+    probe, times = jax.tree.map(jnp.copy, state), []
+    for i in range(PROBE_STEPS + 1):
+        t = time.perf_counter()
+        probe, metrics = train_step(probe, train_set.batch(i, cfg.train.batch_size, jax.process_index(),
+                                                           jax.process_count()))
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t)
+    step_s = float(np.median(times[1:]))
+    overhead = times[0] - step_s  # compiling the train step, paid again by the real loop
+    eval_s = 0.0
+    if eval_batches:
+        t = time.perf_counter()
+        evaluate(eval_step, probe.params, eval_batches)  # compiles: the real loop pays this at step 0
+        overhead += time.perf_counter() - t
+        t = time.perf_counter()
+        evaluate(eval_step, probe.params, eval_batches)
+        eval_s = time.perf_counter() - t  # what each later evaluation costs
+    steps = int((deadline - time.perf_counter() - overhead) / (step_s + eval_s / cfg.train.eval_every))
+    if steps < 1:
+        raise JaxbertError(f"a budget of {cfg.train.budget_s:.0f} s leaves no time to train (one step takes "
+                           f"{step_s:.2f} s after {overhead:.0f} s of compiling); give a larger --budget")
+    return steps
 
 
 def evaluate(eval_step, params, batches) -> dict:
