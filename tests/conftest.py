@@ -55,3 +55,13 @@ def plausible_summary(line: str, vocab_size: int) -> dict:
     assert 0 < losses["mlm"] < math.log(vocab_size) + 1, (line, vocab_size)
     assert all(0 < v < math.log(2) + 0.3 for k, v in losses.items() if k != "mlm"), line
     return losses
+
+
+@pytest.fixture(scope="session")
+def tiny_run(wikitext_slice, tmp_path_factory) -> Path:
+    """A TINY run of 2 steps, shared read-only by the fine-tuning tests (a starting point, not a good model)."""
+    from jaxbert import config, train
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    train.run(config.override(config.preset("d2l-tiny"), TINY + ["train.steps=2"]), out, data_dir=wikitext_slice)
+    return out

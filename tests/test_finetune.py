@@ -14,10 +14,8 @@ from jaxbert import cli, config, finetune, train
 
 
 @pytest.fixture(scope="module")
-def run_dir(wikitext_slice, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ft") / "run"
-    train.run(config.override(config.preset("d2l-tiny"), TINY + ["train.steps=2"]), out, data_dir=wikitext_slice)
-    return out
+def run_dir(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

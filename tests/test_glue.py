@@ -13,10 +13,8 @@ from jaxbert.config import FinetuneConfig
 
 
 @pytest.fixture(scope="module")
-def run_dir(wikitext_slice, tmp_path_factory):
-    out = tmp_path_factory.mktemp("glue") / "run"
-    train.run(config.override(config.preset("d2l-tiny"), TINY + ["train.steps=2"]), out, data_dir=wikitext_slice)
-    return out
+def run_dir(tiny_run):
+    return tiny_run
 
 
 WORDS = "the city river house music game road team war king school film song army church ship".split()

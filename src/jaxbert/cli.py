@@ -93,8 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     fill.add_argument("--top-k", type=int, default=5, help="how many words per mask (default 5)")
 
     ft = sub.add_parser("finetune", help="fine-tune a run with a classification head on a task")
-    ft.add_argument("--task", required=True, help="sst2, cola, mrpc, rte or nli (sentence1, sentence2, label)")
-    ft.add_argument("--data", required=True, type=Path, help="folder with train.tsv and dev.tsv")
+    ft.add_argument("--task", required=True, help="sst2, cola, mrpc, rte, nli (sentence1, sentence2, label) or "
+                                                  "squad (extractive question answering, SQuAD v1.1)")
+    ft.add_argument("--data", required=True, type=Path,
+                    help="folder with train.tsv and dev.tsv (squad: train-v1.1.json and dev-v1.1.json)")
     ft.add_argument("--init", required=True, type=Path, help="a jaxbert run (pretrained, or imported)")
     ft.add_argument("--random-init", action="store_true",
                     help="the run's architecture and tokenizer with fresh weights: the control")
@@ -102,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, default in finetune_defaults().items():  # every field of config.FinetuneConfig
         ft.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"default {default}")
 
-    pr = sub.add_parser("predict", help="label texts with a fine-tuned model (one per line; pairs as A<TAB>B)")
+    pr = sub.add_parser("predict", help="label texts with a fine-tuned model, one per line (pairs as A<TAB>B; "
+                                        "SQuAD: QUESTION<TAB>CONTEXT, prints the answer)")
     pr.add_argument("model_dir", type=Path, help="a `jaxbert finetune` output directory")
     pr.add_argument("--file", type=Path, help="read texts from this file (default: standard input)")
 
@@ -238,7 +241,7 @@ def finetune(args) -> None:
     cfg = config.FinetuneConfig(task=args.task, **{k: getattr(args, k) for k in finetune_defaults()})
     best = ft.run(cfg, args.data, args.init, args.out, random_init=args.random_init)
     scores = ", ".join(f"{k.removeprefix('dev_')} {v:.4f}" for k, v in best.items() if k.startswith("dev_"))
-    print(f"best epoch {best['epoch']}: dev {scores}; kept in {args.out}")
+    print(f"best epoch {best['epoch']}: dev {scores}; kept in {args.out}")  # squad: exact_match and f1 in %
 
 
 def predict(args) -> None:
@@ -251,6 +254,14 @@ def predict(args) -> None:
     if not lines:
         raise JaxbertError(f"{args.file or 'standard input'} holds no text; give one input per line")
     texts = [tuple(line.split("\t", 1)) if "\t" in line else line for line in lines]
+    if ft.read_settings(args.model_dir)["task"] == "squad":
+        from jaxbert import qa
+
+        if not all(isinstance(t, tuple) for t in texts):
+            raise JaxbertError("a SQuAD model answers a question about a context: give each as QUESTION<TAB>CONTEXT")
+        for line, answer in zip(lines, qa.answer(args.model_dir, texts)):
+            print(f"{answer}\t{line}")
+        return
     for line, (label, p) in zip(lines, ft.classify(args.model_dir, texts)):
         print(f"{label}\t{p:.4f}\t{line}")
 

@@ -15,6 +15,7 @@ OUT/checkpoints/    orbax: the best epoch's parameters      OUT/metrics.jsonl: o
 import dataclasses
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import flax.struct
 import jax
@@ -81,34 +82,39 @@ def classifier_from_run(run_dir: Path, num_labels: int, *, seed: int, pretrained
     return cfg, tok, model
 
 
-def make_steps(graphdef, tx):
-    """(train_step, predict_step), jitted once; the dropout key is an argument, so seeds share the programs."""
-    def loss_fn(params, batch, key):
-        model = nnx.merge(graphdef, params)
-        logits = model(batch["input_ids"], batch["segment_ids"], batch["valid_lens"], deterministic=False,
-                       rngs=nnx.Rngs(dropout=key))
-        return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["labels"]).mean()
+def classification_loss(model, batch, key):
+    logits = model(batch["input_ids"], batch["segment_ids"], batch["valid_lens"], deterministic=False,
+                   rngs=nnx.Rngs(dropout=key))
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch["labels"]).mean()
 
+
+def classification_predict(model, batch):
+    return model(batch["input_ids"], batch["segment_ids"], batch["valid_lens"]).argmax(-1)
+
+
+def make_steps(graphdef, tx, loss=classification_loss, predict_fn=classification_predict):
+    """(train_step, predict_step), jitted once; the dropout key is an argument, so seeds share the programs.
+
+    `loss(model, batch, dropout_key)` is the training loss, `predict_fn(model, batch)` what evaluation reads."""
     def train_step(state: State, batch, dropout_key):
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, jax.random.fold_in(dropout_key, state.step))
+        key = jax.random.fold_in(dropout_key, state.step)
+        value, grads = jax.value_and_grad(lambda p: loss(nnx.merge(graphdef, p), batch, key))(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                             opt_state=opt_state), loss
+                             opt_state=opt_state), value
 
-    def predict_step(params, batch):
-        model = nnx.merge(graphdef, params)
-        return model(batch["input_ids"], batch["segment_ids"], batch["valid_lens"]).argmax(-1)
-
-    return jax.jit(train_step, donate_argnums=0), jax.jit(predict_step)
+    return (jax.jit(train_step, donate_argnums=0),
+            jax.jit(lambda params, batch: predict_fn(nnx.merge(graphdef, params), batch)))
 
 
-def predict(predict_step, params, arrays: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
-    """Labels of every example; the last batch is padded to the full size (one compiled shape)."""
-    n, out = len(arrays["labels"]), []
+def predict(predict_step, params, arrays: dict[str, np.ndarray], batch_size: int):
+    """`predict_step`'s output (an array or a tuple of arrays) for every row; the last batch is padded to the
+    full size (one compiled shape)."""
+    n, out = len(arrays["input_ids"]), []
     for start in range(0, n, batch_size):
         rows = np.minimum(np.arange(start, start + batch_size), n - 1)
-        out.append(np.asarray(predict_step(params, {k: v[rows] for k, v in arrays.items()})))  # host sync
-    return np.concatenate(out)[:n]
+        out.append(jax.device_get(predict_step(params, {k: v[rows] for k, v in arrays.items()})))  # host sync
+    return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *out)
 
 
 def load_splits(cfg: FinetuneConfig, task: tasks.Task, data_dir: Path, tok):
@@ -125,27 +131,44 @@ def load_splits(cfg: FinetuneConfig, task: tasks.Task, data_dir: Path, tok):
     return train_arrays, dev_arrays
 
 
+# Parameters that fine-tuning leaves as they are: the pretraining heads, which no task head reads (they stay in
+# the model so that a pretrained run's state loads unchanged). Untouched, they cost no optimizer state or update
+# (with a 20k-word vocabulary, the MLM decoder alone is half of d2l-tiny's parameters).
+FROZEN = ("mlm", "nsp")
+
+
 def optimizer(cfg: FinetuneConfig, num_examples: int) -> tuple[optax.GradientTransformation, int]:
-    """AdamW with linear warmup over `warmup_fraction` of the steps and linear decay; (tx, total steps)."""
+    """AdamW with linear warmup over `warmup_fraction` of the steps and linear decay, for every parameter but
+    the pretraining heads; (tx, total steps)."""
     total = num_examples // cfg.batch_size * cfg.epochs
-    return optim.optimizer(OptimConfig(learning_rate=cfg.learning_rate, warmup_steps=int(cfg.warmup_fraction * total),
-                                       weight_decay=cfg.weight_decay), total), total
+    adamw = optim.optimizer(OptimConfig(learning_rate=cfg.learning_rate, warmup_steps=int(cfg.warmup_fraction * total),
+                                        weight_decay=cfg.weight_decay), total)
+    return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()}, _labels), total
 
 
-def fit(cfg: FinetuneConfig, task: tasks.Task, model: Classifier, train_arrays, dev_arrays, *, steps=None,
-        on_epoch=None, quiet: bool = False):
-    """Train `model`, score dev after each epoch; (best epoch's row, its parameters, the compiled steps).
+def _labels(params):
+    """"frozen" for the pretraining heads under `bert`, "train" for everything else."""
+    def label(path, _):
+        names = [getattr(k, "key", k) for k in path]
+        return "frozen" if len(names) > 1 and names[0] == "bert" and names[1] in FROZEN else "train"
+    return jax.tree_util.tree_map_with_path(label, params)
 
-    `steps` reuses the compiled (train_step, predict_step) of an earlier call with the same shapes and
-    settings; `on_epoch(row, state)` is called after each epoch with its row and whether it is the best so far.
+
+def fit(cfg: FinetuneConfig, model: nnx.Module, train_arrays, evaluate, primary: str, *, steps=None,
+        on_epoch=None, quiet: bool = False, loss=classification_loss, predict_fn=classification_predict):
+    """Train `model`, scoring after each epoch; (best epoch's row, its parameters, the compiled steps).
+
+    `evaluate(predict_step, params)` gives the epoch's dev scores, and the first epoch with the highest
+    `primary` score is the best. `steps` reuses the compiled (train_step, predict_step) of an earlier call with
+    the same shapes and settings (default: classification's); `on_epoch(row, state, is_best)` runs after each.
     """
-    n = len(train_arrays["labels"])
+    n = len(train_arrays["input_ids"])
     per_epoch = n // cfg.batch_size
     tx, total = optimizer(cfg, n)
     graphdef, params = nnx.split(model, nnx.Param)
     params = jax.tree.map(jnp.copy, params)  # the steps donate the state: the model's own arrays stay intact
     state = State(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-    train_step, predict_step = steps or make_steps(graphdef, tx)
+    train_step, predict_step = steps or make_steps(graphdef, tx, loss, predict_fn)
     dropout_key, best, best_params = jax.random.key(cfg.seed), None, None
     bar = tqdm(total=total, unit="step", dynamic_ncols=True, disable=quiet)
     for epoch in range(1, cfg.epochs + 1):
@@ -155,13 +178,13 @@ def fit(cfg: FinetuneConfig, task: tasks.Task, model: Classifier, train_arrays, 
             state, loss = train_step(state, {k: v[idx] for k, v in train_arrays.items()}, dropout_key)
             losses.append(loss)
             bar.update()
-        scores = task.score(predict(predict_step, state.params, dev_arrays, cfg.batch_size), dev_arrays["labels"])
+        scores = evaluate(predict_step, state.params)
         row = {"epoch": epoch, "step": int(state.step), "train_loss": float(np.mean(jax.device_get(losses))),
                **{f"dev_{k}": v for k, v in scores.items()}}
         if not quiet:
             bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f}, dev "
                       + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-        is_best = best is None or scores[task.metrics[0]] > best[f"dev_{task.metrics[0]}"]
+        is_best = best is None or scores[primary] > best[f"dev_{primary}"]
         if is_best:
             best, best_params = row, jax.tree.map(jnp.copy, state.params)  # the next step donates the state
         if on_epoch:
@@ -170,20 +193,50 @@ def fit(cfg: FinetuneConfig, task: tasks.Task, model: Classifier, train_arrays, 
     return best, best_params, (train_step, predict_step)
 
 
-def run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_init: bool = False) -> dict:
-    """Fine-tune and keep the best epoch; returns its dev metrics."""
-    task, out = tasks.get(cfg.task), Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise JaxbertError(f"{out} is not empty; choose a new --out")
+def scorer(task: tasks.Task, dev_arrays, batch_size: int):
+    """`fit`'s `evaluate` for a classification task: its metrics on the dev arrays."""
+    return lambda predict_step, params: task.score(predict(predict_step, params, dev_arrays, batch_size),
+                                                   dev_arrays["labels"])
+
+
+class Job(NamedTuple):
+    """What `run` needs from a kind of task: the model and data, how to train and score it, what to record."""
+
+    source: Config
+    tok: object
+    model: nnx.Module
+    train_arrays: dict
+    evaluate: object  # fit's `evaluate(predict_step, params)`
+    primary: str  # the dev score that picks the best epoch
+    settings: dict  # recorded in finetune.json beside the FinetuneConfig
+    loss: object = classification_loss
+    predict_fn: object = classification_predict
+
+
+def classification_job(cfg: FinetuneConfig, data_dir: Path, init: Path, random_init: bool) -> Job:
+    task = tasks.get(cfg.task)
     source, tok, model = classifier_from_run(init, len(task.labels), seed=cfg.seed, pretrained=not random_init)
     train_arrays, dev_arrays = load_splits(cfg, task, data_dir, tok)
+    return Job(source, tok, model, train_arrays, scorer(task, dev_arrays, cfg.batch_size), task.metrics[0],
+               {"labels": list(task.labels), "label_names": list(task.label_names), "pair": task.pair})
+
+
+def run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_init: bool = False) -> dict:
+    """Fine-tune and keep the best epoch; returns its dev metrics."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise JaxbertError(f"{out} is not empty; choose a new --out")
+    if cfg.task == "squad":
+        from jaxbert import qa
+        job = qa.job(cfg, data_dir, init, random_init)
+    else:
+        job = classification_job(cfg, data_dir, init, random_init)
 
     out.mkdir(parents=True, exist_ok=True)
-    settings = {**dataclasses.asdict(cfg), "labels": list(task.labels), "label_names": list(task.label_names),
-                "pair": task.pair, "init": str(init), "random_init": random_init}
+    settings = {**dataclasses.asdict(cfg), **job.settings, "init": str(init), "random_init": random_init}
     (out / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
-    source.save(out / rundir.CONFIG)
-    tok.save(str(out / rundir.TOKENIZER))
+    job.source.save(out / rundir.CONFIG)
+    job.tok.save(str(out / rundir.TOKENIZER))
     mngr = checkpoint.manager(out)
 
     def keep(row, state, is_best):
@@ -192,21 +245,32 @@ def run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_in
         if is_best:
             checkpoint.save(mngr, int(state.step), state.params, state.opt_state)
 
-    best, _, _ = fit(cfg, task, model, train_arrays, dev_arrays, on_epoch=keep)
+    best, _, _ = fit(cfg, job.model, job.train_arrays, job.evaluate, job.primary, on_epoch=keep, loss=job.loss,
+                     predict_fn=job.predict_fn)
     mngr.wait_until_finished()
     return best
 
 
 # --- using a fine-tuned model -----------------------------------------------------------------------------
 
-def restore(out_dir: Path):
-    """(settings, source config, tokenizer, Classifier with the kept epoch's parameters) of a fine-tuned model."""
-    out_dir = Path(out_dir)
-    if not (out_dir / SETTINGS).is_file():
+def read_settings(out_dir: Path) -> dict:
+    """A fine-tuned model's finetune.json, or a clear error if `out_dir` is not one."""
+    if not (Path(out_dir) / SETTINGS).is_file():
         raise JaxbertError(f"{out_dir} holds no {SETTINGS}; pass a directory written by jaxbert finetune")
-    settings = json.loads((out_dir / SETTINGS).read_text())
+    return json.loads((Path(out_dir) / SETTINGS).read_text())
+
+
+def restore(out_dir: Path):
+    """(settings, source config, tokenizer, model with the kept epoch's parameters) of a fine-tuned model: a
+    `Classifier`, or a `qa.SpanModel` for SQuAD."""
+    out_dir, settings = Path(out_dir), read_settings(out_dir)
     cfg, tok = Config.load(out_dir / rundir.CONFIG), tokenizers.load(out_dir / rundir.TOKENIZER)
-    abstract = nnx.eval_shape(lambda: Classifier(cfg.model, len(settings["labels"]), rngs=nnx.Rngs(0)))
+    if settings["task"] == "squad":
+        from jaxbert.qa import SpanModel
+        make = lambda: SpanModel(cfg.model, rngs=nnx.Rngs(0))
+    else:
+        make = lambda: Classifier(cfg.model, len(settings["labels"]), rngs=nnx.Rngs(0))
+    abstract = nnx.eval_shape(make)
     graphdef, abstract_params = nnx.split(abstract, nnx.Param)
     step = rundir.latest_step(out_dir)
     if step is None:

@@ -93,6 +93,12 @@ def classifier_table(cfg: ModelConfig) -> list[Row]:
                                                                                   "classifier.bias")]
 
 
+def span_table(cfg: ModelConfig) -> list[Row]:
+    """A `Row` for every parameter of a SQuAD-tuned `qa.SpanModel` in `BertForQuestionAnswering`."""
+    return classifier_table(cfg)[:-2] + [Row(("qa_outputs", "kernel"), "qa_outputs.weight", True),
+                                         Row(("qa_outputs", "bias"), "qa_outputs.bias")]
+
+
 # --- export ---------------------------------------------------------------------------------------------
 
 def hf_config(cfg: ModelConfig, tok) -> dict:
@@ -110,7 +116,7 @@ def export(run_dir: Path, out_dir: Path) -> list[str]:
     from jaxbert import finetune
 
     out_dir = Path(out_dir)
-    classifier = (Path(run_dir) / finetune.SETTINGS).is_file()  # a `jaxbert finetune` output directory
+    classifier = (Path(run_dir) / finetune.SETTINGS).is_file()  # a `jaxbert finetune` output: a head, not MLM/NSP
     if classifier:
         settings, cfg, tok, model = finetune.restore(run_dir)
     else:
@@ -118,10 +124,13 @@ def export(run_dir: Path, out_dir: Path) -> list[str]:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise JaxbertError(f"{out_dir} is not empty; choose a new output directory")
     flat = _flat(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    table = classifier_table(cfg.model) if classifier else name_table(cfg.model)
+    squad = classifier and settings["task"] == "squad"
+    table = (span_table if squad else classifier_table)(cfg.model) if classifier else name_table(cfg.model)
     tensors = {row.theirs: row.to_theirs(np.asarray(flat[row.ours], dtype=np.float32)) for row in table}
     hf = hf_config(cfg.model, tok)
-    if classifier:
+    if squad:
+        hf.update(architectures=["BertForQuestionAnswering"])
+    elif classifier:
         names = settings["label_names"]
         hf.update(architectures=["BertForSequenceClassification"], id2label=dict(enumerate(names)),
                   label2id={name: i for i, name in enumerate(names)}, problem_type="single_label_classification")
