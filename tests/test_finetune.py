@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 import jaxbert
-from conftest import TINY
-from jaxbert import cli, config, finetune, train
+from jaxbert import cli, finetune
 
 
 @pytest.fixture(scope="module")

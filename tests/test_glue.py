@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import jaxbert
-from conftest import TINY
-from jaxbert import cli, config, glue, train
+from jaxbert import cli, glue
 from jaxbert.config import FinetuneConfig
 
 

@@ -45,7 +45,9 @@ def create_instances(sentence_lengths: np.ndarray, document_sentences: np.ndarra
                      objective: str, short_seq_prob: float, rng: np.random.Generator) -> Instances:
     """All instances of a corpus given each sentence's length and each document's number of sentences.
 
-    The walk over the documents runs in compiled code (numba) with its own random stream, seeded from `rng`.
+    The walk over the documents runs in compiled code (numba) and draws from `rng` itself: numba implements
+    `np.random.Generator`'s methods with numpy's own algorithms, so the instances are those a numpy reading of
+    `_create` would make with the same generator, whatever numba's version, and `rng` advances as it would.
     """
     if objective not in OBJECTIVES:
         raise JaxbertError(f"data.objective={objective!r} is not supported; use one of {OBJECTIVES}")
@@ -54,17 +56,16 @@ def create_instances(sentence_lengths: np.ndarray, document_sentences: np.ndarra
                            "give a larger corpus or use data.objective=sop or mlm")
     max_tokens = max_len - (2 if objective == "mlm" else 3)
     arrays = _create(np.asarray(sentence_lengths, np.int64), np.asarray(document_sentences, np.int64), max_tokens,
-                     OBJECTIVES.index(objective), short_seq_prob, int(rng.integers(2 ** 32)))
+                     OBJECTIVES.index(objective), short_seq_prob, rng)
     a_start, a_len, b_start, b_len, label, document = arrays  # the rows of one (6, N) array
     return Instances(a_start=a_start, a_len=a_len.astype(np.int32), b_start=b_start,
                      b_len=b_len.astype(np.int32), label=label.astype(np.int32), document=document.astype(np.int32))
 
 
 @numba.njit(cache=True, nogil=True)
-def _create(sentence_lengths, document_sentences, max_tokens, objective, short_seq_prob, seed):
+def _create(sentence_lengths, document_sentences, max_tokens, objective, short_seq_prob, rng):
     """The instances' (a_start, a_len, b_start, b_len, label, document) as the rows of one (6, N) array;
-    objective is the index of nsp, sop or mlm in config.OBJECTIVES."""
-    np.random.seed(seed)
+    objective is the index of nsp, sop or mlm in config.OBJECTIVES; every draw comes from `rng`."""
     sent_start = np.zeros(len(sentence_lengths) + 1, np.int64)
     sent_start[1:] = np.cumsum(sentence_lengths)
     doc_first = np.zeros(len(document_sentences) + 1, np.int64)
@@ -76,8 +77,8 @@ def _create(sentence_lengths, document_sentences, max_tokens, objective, short_s
     for doc in range(n_docs):
         first, last = doc_first[doc], doc_first[doc + 1]  # sentences [first, last)
         target = max_tokens
-        if np.random.random() < short_seq_prob:
-            target = np.random.randint(2, max_tokens + 1)
+        if rng.random() < short_seq_prob:
+            target = rng.integers(2, max_tokens + 1)
         chunk_start, length, i = first, 0, first
         while i < last:
             length += sentence_lengths[i]
@@ -87,19 +88,19 @@ def _create(sentence_lengths, document_sentences, max_tokens, objective, short_s
                 # A = sentences [a0, a1), B = sentences [b0, b1); label; emit = whether to keep the instance
                 a0, a1, b0, b1, label, emit = chunk_start, chunk_end, chunk_end, chunk_end, 0, True
                 if objective != _MLM:
-                    a1 = chunk_start + (np.random.randint(1, size) if size >= 2 else 1)
+                    a1 = chunk_start + (rng.integers(1, size) if size >= 2 else 1)
                     if objective == _SOP:
                         emit = size >= 2
                         if emit:
-                            if np.random.random() < 0.5:
+                            if rng.random() < 0.5:
                                 a0, a1, b0, b1 = a1, chunk_end, chunk_start, a1  # swapped
                             else:
                                 b0, b1, label = a1, chunk_end, 1
-                    elif size == 1 or np.random.random() < 0.5:
-                        other = np.random.randint(0, n_docs - 1)
+                    elif size == 1 or rng.random() < 0.5:
+                        other = rng.integers(0, n_docs - 1)
                         other += other >= doc  # never the same document
                         o_first, o_last = doc_first[other], doc_first[other + 1]
-                        b0 = np.random.randint(o_first, o_last)
+                        b0 = rng.integers(o_first, o_last)
                         want = target - (sent_start[a1] - sent_start[chunk_start])
                         # Take sentences from b0 until the target B length is reached (or the document ends).
                         reach = np.searchsorted(sent_start, sent_start[b0] + max(want, 1))
@@ -110,7 +111,7 @@ def _create(sentence_lengths, document_sentences, max_tokens, objective, short_s
                 if emit:
                     sa, la = sent_start[a0], sent_start[a1] - sent_start[a0]
                     sb, lb = sent_start[b0], sent_start[b1] - sent_start[b0]
-                    sa, la, sb, lb = _truncate_pair(sa, la, sb, lb, max_tokens)
+                    sa, la, sb, lb = _truncate_pair(sa, la, sb, lb, max_tokens, rng)
                     if la > 0 and (objective == _MLM or lb > 0):
                         out[0, n], out[1, n], out[2, n], out[3, n], out[4, n], out[5, n] = sa, la, sb, lb, label, doc
                         n += 1
@@ -120,7 +121,7 @@ def _create(sentence_lengths, document_sentences, max_tokens, objective, short_s
 
 
 @numba.njit(cache=True, nogil=True)
-def _truncate_pair(sa, la, sb, lb, max_tokens):
+def _truncate_pair(sa, la, sb, lb, max_tokens, rng):
     """Google's truncate_seq_pair in closed form: trim the longer segment (B on ties) one token at a time until
     the pair fits; each trimmed token comes off the front or the back at random. Returns (sa, la, sb, lb)."""
     excess = la + lb - max_tokens
@@ -132,5 +133,5 @@ def _truncate_pair(sa, la, sb, lb, max_tokens):
     # Once equal, B is trimmed first (ties go to B), so B takes the odd token.
     cut_a = (from_longer if la > lb else 0) + rest // 2
     cut_b = (from_longer if la <= lb else 0) + (rest + 1) // 2
-    front_a, front_b = np.random.binomial(cut_a, 0.5), np.random.binomial(cut_b, 0.5)
+    front_a, front_b = rng.binomial(cut_a, 0.5), rng.binomial(cut_b, 0.5)
     return sa + front_a, la - cut_a, sb + front_b, lb - cut_b
