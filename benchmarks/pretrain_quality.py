@@ -21,16 +21,17 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from jaxbert import data, losses, pretraining_data, wikitext  # noqa: E402
+from jaxbert import data, losses, wikitext  # noqa: E402
 from jaxbert.encode import restore_run  # noqa: E402
 from machine import cpu_line  # noqa: E402
 
 
 def test_pairs(folder: Path, cfg, tok):
     words = wikitext.read_words(folder / "wiki.test.tokens")
-    sent = pretraining_data.Sentences.from_arrays(data.word_ids(words.types, tok, tok.get_vocab())[words.word_types],
-                                                  words.sentence_lengths, words.paragraph_lengths)
-    return data._examples(sent, tok, cfg.data, stream=2, name=folder / "wiki.test.tokens").arrays
+    tokens = data.word_ids(words.types, tok, tok.get_vocab())[words.word_types]
+    test = data._instance_set(tokens, words.sentence_lengths, words.paragraph_lengths, tok, cfg.data, stream=2,
+                              name=str(folder / "wiki.test.tokens"))
+    return test.take(np.arange(len(test)))
 
 
 def score(run_dir: Path, folder: Path, batch_size: int = 512) -> dict:

@@ -16,7 +16,7 @@ from jaxbert.errors import JaxbertError
 
 ACTIVATIONS = ("relu", "gelu")
 SCHEDULES = ("constant", "linear")
-OBJECTIVES = ("nsp", "sop", "mlm")
+OBJECTIVES = ("nsp", "sop", "mlm", "d2l")
 
 
 def _positive(obj, *names: str) -> None:
@@ -79,7 +79,7 @@ class DataConfig:
     min_freq: int = 5  # word-level vocabulary: keep words seen at least this often
     seed: int = 0  # paragraph shuffle, NSP negatives, masking, epoch order
     # Prepared directories only (`jaxbert prepare`); a WikiText folder keeps the book's semantics.
-    objective: str = "nsp"  # nsp (BERT), sop (ALBERT's sentence order) or mlm (RoBERTa: one segment)
+    objective: str = "nsp"  # nsp (BERT), sop (ALBERT's sentence order), mlm (RoBERTa: one segment), d2l (the book)
     short_seq_prob: float = 0.1  # share of instances packed to a random shorter length
     whole_word_masking: bool = False  # mask all WordPiece pieces of a word together
     dynamic_masking: bool = False  # draw masks afresh each epoch (RoBERTa) instead of once (BERT)
@@ -229,7 +229,7 @@ _D2L_TINY = Config(
     preset="d2l-tiny",
     model=_model(2, 128, 256, 2, hidden_act="relu", hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2,
                  tie_word_embeddings=False, layer_norm_eps=1e-6),
-    data=DataConfig(max_len=64),
+    data=DataConfig(max_len=64, objective="d2l"),
     optim=OptimConfig(learning_rate=1e-4, warmup_steps=0, schedule="constant", weight_decay=0.0, clip_norm=0.0,
                       eps=1e-8),
     train=TrainConfig(steps=140, batch_size=512, log_every=5, eval_every=20, eval_batches=4, checkpoint_every=70),

@@ -1,13 +1,17 @@
 """Fixed-shape numpy batches for training: `batch = f(seed, step)`, from either data source.
 
-- a WikiText folder (`load_wikitext2`): the book's data, built in memory with the book's semantics;
-- a prepared directory (`load_prepared`, written by `jaxbert prepare`): memory-mapped token arrays, BERT-style
-  instances (instances.py), and masking drawn per example from a hash of (seed, [epoch,] example), so any
-  batch is rebuilt without the ones before it.
+A source is read into one form, a split's token ids with each sentence's length and each document's number of
+sentences:
 
-Both order examples into batches the same way: epoch e visits a permutation seeded by (seed, e); a resumed
-run reads exactly the batches it would have read. With several processes, process p of P reads rows
-[p*B/P, (p+1)*B/P) of each global batch, so the global batch is the same whatever the number of processes.
+- a WikiText folder (`load_wikitext2`): read as the book reads it (wikitext.py), a paragraph per document, word
+  ids from the run's word-level vocabulary;
+- a prepared directory (`load_prepared`, written by `jaxbert prepare`): memory-mapped arrays.
+
+From there the path is one: `data.objective`'s instances (instances.py: d2l, nsp, sop, mlm), then rows masked
+on demand (masking.py) from a hash of (seed, [epoch,] example), so any batch is rebuilt without the ones before
+it. Epoch e visits a permutation seeded by (seed, e); a resumed run reads exactly the batches it would have
+read. With several processes, process p of P reads rows [p*B/P, (p+1)*B/P) of each global batch, so the global
+batch is the same whatever the number of processes.
 """
 
 import dataclasses
@@ -20,51 +24,19 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, models
 
-from jaxbert import corpus, example_rows, instances, prepare, pretraining_data, wikitext
+from jaxbert import corpus, instances, masking, prepare, wikitext
 from jaxbert import tokenizer as tokenizers
 from jaxbert.config import DataConfig
 from jaxbert.errors import JaxbertError
 
-Batch = dict[str, np.ndarray]  # the fields of pretraining_data.FIELDS, leading axis B
-
-
-class _Batches:
-    """Batching shared by both sources; subclasses give `__len__` and `take(rows, epoch)`."""
-
-    seed: int
-
-    def batch(self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1) -> Batch:
-        if batch_size % process_count:
-            raise JaxbertError(f"train.batch_size={batch_size} is not divisible by {process_count} processes")
-        epoch, rows = epoch_and_rows(len(self), batch_size, self.seed, step)
-        share = batch_size // process_count
-        return self.take(rows[process_index * share:(process_index + 1) * share], epoch)
-
-    def eval_batches(self, count: int, batch_size: int) -> list[Batch]:
-        """The first `count` full batches in stored order (fewer if the set is small): the same every time."""
-        return [self.take(np.arange(i * batch_size, (i + 1) * batch_size), 0)
-                for i in range(min(count, len(self) // batch_size))]
+Batch = dict[str, np.ndarray]  # the fields of masking.FIELDS, leading axis B
 
 
 @dataclasses.dataclass(frozen=True)
-class Examples(_Batches):
-    """N examples in the batch contract, masked once (the book's static masking)."""
+class InstanceSet:
+    """A split's instances over its token array, turned into rows and masked when a batch is asked for."""
 
-    arrays: Batch
-    seed: int
-
-    def __len__(self) -> int:
-        return len(self.arrays["nsp_labels"])
-
-    def take(self, idx: np.ndarray, epoch: int = 0) -> Batch:
-        return {k: v[idx] for k, v in self.arrays.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class InstanceSet(_Batches):
-    """Instances over a memory-mapped token array, assembled and masked when a batch is asked for."""
-
-    tokens: np.ndarray
+    tokens: np.ndarray  # (total tokens,) every sentence's ids, document after document (memory-mapped or not)
     inst: instances.Instances
     cfg: DataConfig
     specials: tokenizers.SpecialIds
@@ -77,24 +49,27 @@ class InstanceSet(_Batches):
         return len(self.inst)
 
     def take(self, idx: np.ndarray, epoch: int = 0) -> Batch:
+        """Instances `idx` in the batch contract, masked as in `epoch`."""
         i = self.inst.take(idx)
         # Static masking: the same for an example in every epoch (as BERT); dynamic: drawn afresh (RoBERTa).
-        masking_epoch = epoch if self.cfg.dynamic_masking else 0
-        if self.word_start is None:
-            arrays = example_rows.build(
-                self.tokens, i.a_start, i.a_len, i.b_start, i.b_len, idx, max_len=self.cfg.max_len,
-                specials=self.specials, vocab_size=self.vocab_size, mask_prob=self.cfg.mask_prob,
-                num_predictions=self.cfg.num_predictions, seed=self.seed, stream=self.stream, epoch=masking_epoch)
-            return arrays | {"nsp_labels": i.label}
-        ids, segments, valid = pretraining_data.assemble(self.tokens, i.a_start, i.a_len, i.b_start, i.b_len,
-                                                         self.cfg.max_len, self.specials)
-        draws = pretraining_data.hash_draws(ids.shape, self.vocab_size, self.seed, self.stream, masking_epoch,
-                                            idx[:, None])
-        input_ids, positions, labels, weights = pretraining_data.mask_tokens(
-            ids, valid, self.specials, self.vocab_size, self.cfg.mask_prob, self.cfg.num_predictions, draws,
-            self.word_start[ids])
-        return dict(input_ids=input_ids, segment_ids=segments, valid_lens=valid, masked_positions=positions,
-                    masked_ids=labels, masked_weights=weights, nsp_labels=i.label)
+        arrays = masking.rows(self.tokens, i.a_start, i.a_len, i.b_start, i.b_len, idx, max_len=self.cfg.max_len,
+                              specials=self.specials, vocab_size=self.vocab_size, mask_prob=self.cfg.mask_prob,
+                              num_predictions=self.cfg.num_predictions, seed=self.seed, stream=self.stream,
+                              epoch=epoch if self.cfg.dynamic_masking else 0, word_start=self.word_start)
+        return arrays | {"nsp_labels": i.label}
+
+    def batch(self, step: int, batch_size: int, process_index: int = 0, process_count: int = 1) -> Batch:
+        """Global batch `step` (`epoch_and_rows`), or process `process_index`'s share of it."""
+        if batch_size % process_count:
+            raise JaxbertError(f"train.batch_size={batch_size} is not divisible by {process_count} processes")
+        epoch, rows = epoch_and_rows(len(self), batch_size, self.seed, step)
+        share = batch_size // process_count
+        return self.take(rows[process_index * share:(process_index + 1) * share], epoch)
+
+    def eval_batches(self, count: int, batch_size: int) -> list[Batch]:
+        """The first `count` full batches in stored order (fewer if the set is small): the same every time."""
+        return [self.take(np.arange(i * batch_size, (i + 1) * batch_size), 0)
+                for i in range(min(count, len(self) // batch_size))]
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -122,7 +97,8 @@ def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def load_wikitext2(folder: Path, cfg: DataConfig, tok: Tokenizer | None = None):
-    """(tokenizer, train examples, held-out examples) from `wiki.train.tokens` and `wiki.valid.tokens`.
+    """(tokenizer, train set, held-out set) from `wiki.train.tokens` and `wiki.valid.tokens`, read as the book
+    reads them: each paragraph (a line of two or more sentences) is a document of word-id sentences.
 
     Without `tok`, a word-level vocabulary is built on the training split (the book's, `min_freq`).
     """
@@ -136,9 +112,9 @@ def load_wikitext2(folder: Path, cfg: DataConfig, tok: Tokenizer | None = None):
         if tok is None:
             tok = tokenizers.word_tokenizer(tokenizers.word_vocab(words.word_counts(), cfg.min_freq))
         vocab = vocab or tok.get_vocab()
-        sent = pretraining_data.Sentences.from_arrays(word_ids(words.types, tok, vocab)[words.word_types],
-                                                      words.sentence_lengths, words.paragraph_lengths)
-        sets.append(_examples(sent, tok, cfg, stream=stream, name=folder / name))
+        tokens = word_ids(words.types, tok, vocab)[words.word_types]
+        sets.append(_instance_set(tokens, words.sentence_lengths, words.paragraph_lengths, tok, cfg, stream=stream,
+                                  name=str(folder / name)))
     return tok, sets[0], sets[1]
 
 
@@ -151,19 +127,29 @@ def word_ids(words: list[str], tok: Tokenizer, vocab: dict[str, int]) -> np.ndar
     return np.fromiter(map(vocab.get, words, itertools.repeat(unk)), np.int32, len(words))
 
 
-def _examples(sent: pretraining_data.Sentences, tok: Tokenizer, cfg: DataConfig, *, stream: int,
-              name: Path) -> Examples:
-    arrays = pretraining_data.make_examples(
-        sent, tokenizers.special_ids(tok), tok.get_vocab_size(), max_len=cfg.max_len, mask_prob=cfg.mask_prob,
-        num_predictions=cfg.num_predictions, seed=cfg.seed, stream=stream)
-    if len(arrays["nsp_labels"]) == 0:
-        last = np.zeros(len(sent.lengths), bool)
-        last[sent.paragraph_starts + sent.paragraph_lengths - 1] = True
-        first = np.flatnonzero(~last)
-        shortest = int((sent.lengths[first] + sent.lengths[first + 1]).min()) + 3
+def _instance_set(tokens: np.ndarray, sentence_lengths: np.ndarray, document_sentences: np.ndarray, tok: Tokenizer,
+                  cfg: DataConfig, *, stream: int, name: str) -> "InstanceSet":
+    """The instances of one split (train: stream 0, held-out: stream 1), or a clear error if there are none."""
+    if cfg.objective == "nsp" and len(document_sentences) < 2:
+        raise JaxbertError(f"{name} has one document, and NSP draws random next segments from other documents; "
+                           "give more documents (prepare: --eval-corpus / --eval-fraction) or use "
+                           "data.objective=sop or mlm")
+    inst = instances.create_instances(sentence_lengths, document_sentences, max_len=cfg.max_len,
+                                      objective=cfg.objective, short_seq_prob=cfg.short_seq_prob,
+                                      rng=np.random.default_rng([cfg.seed, stream]))
+    if len(inst) == 0 and cfg.objective == "d2l" and (document_sentences > 1).any():
+        first = np.cumsum(document_sentences) - document_sentences  # each document's first sentence
+        a = np.concatenate([np.arange(f, f + n - 1) for f, n in zip(first, document_sentences)])
+        shortest = int((sentence_lengths[a] + sentence_lengths[a + 1]).min()) + 3
         raise JaxbertError(f"no sentence pair of {name} fits in data.max_len={cfg.max_len} (the shortest "
                            f"consecutive pair needs {shortest} tokens); raise data.max_len")
-    return Examples(arrays=arrays, seed=cfg.seed)
+    if len(inst) == 0:
+        raise JaxbertError(f"{name} yields no {cfg.objective} instance; give documents of two or more sentences "
+                           "or use data.objective=mlm")
+    specials = tokenizers.special_ids(tok)
+    word_start = tokenizers.word_starts(tok) if cfg.whole_word_masking else None
+    return InstanceSet(tokens=tokens, inst=inst, cfg=cfg, specials=specials, vocab_size=tok.get_vocab_size(),
+                       word_start=word_start, seed=cfg.seed, stream=stream)
 
 
 def locate(data: str | Path | None) -> Path:
@@ -194,15 +180,7 @@ def fingerprint(data: Path) -> str:
 
 def load(data: Path, cfg: DataConfig, tok: Tokenizer | None = None):
     """(tokenizer, train set, held-out set or None) from a prepared directory or a WikiText folder."""
-    if prepare.is_prepared(data):
-        return load_prepared(data, cfg, tok)
-    book_only = [name for name, on in (("data.objective=" + cfg.objective, cfg.objective != "nsp"),
-                                       ("data.whole_word_masking", cfg.whole_word_masking),
-                                       ("data.dynamic_masking", cfg.dynamic_masking)) if on]
-    if book_only:
-        raise JaxbertError(f"{', '.join(book_only)} needs a prepared directory; run `jaxbert prepare` and pass "
-                           "its --out as --data")
-    return load_wikitext2(data, cfg, tok)
+    return load_prepared(data, cfg, tok) if prepare.is_prepared(data) else load_wikitext2(data, cfg, tok)
 
 
 def load_prepared(folder: Path, cfg: DataConfig, tok: Tokenizer | None = None):
@@ -212,26 +190,9 @@ def load_prepared(folder: Path, cfg: DataConfig, tok: Tokenizer | None = None):
     if tok is not None and tokenizers.fingerprint(tok) != manifest["tokenizer_fingerprint"]:
         raise JaxbertError(f"{folder} was prepared with another tokenizer than this run's; prepare the corpus "
                            "with the run's tokenizer.json, or start a new run")
-    specials = tokenizers.special_ids(own)
-    word_start = tokenizers.word_starts(own) if cfg.whole_word_masking else None
     sets = []
     for stream, split in enumerate(prepare.SPLITS):
         arrays = prepare.open_split(folder, split, manifest)
-        if arrays is None:
-            sets.append(None)
-            continue
-        tokens, sentence_lengths, document_sentences = arrays
-        if cfg.objective == "nsp" and len(document_sentences) < 2:
-            raise JaxbertError(f"the {split} split of {folder} has one document, and NSP draws random next "
-                               "segments from other documents; prepare with more documents there "
-                               "(--eval-corpus / --eval-fraction) or use data.objective=sop or mlm")
-        inst = instances.create_instances(sentence_lengths, document_sentences, max_len=cfg.max_len,
-                                          objective=cfg.objective, short_seq_prob=cfg.short_seq_prob,
-                                          rng=np.random.default_rng([cfg.seed, stream]))
-        if len(inst) == 0:
-            raise JaxbertError(f"{folder} ({split}) yields no {cfg.objective} instance; give documents of two "
-                               "or more sentences or use data.objective=mlm")
-        sets.append(InstanceSet(tokens=tokens, inst=inst, cfg=cfg, specials=specials,
-                                vocab_size=own.get_vocab_size(), word_start=word_start, seed=cfg.seed,
-                                stream=stream))
+        sets.append(None if arrays is None else _instance_set(*arrays, own, cfg, stream=stream,
+                                                               name=f"the {split} split of {folder}"))
     return own, sets[0], sets[1]

@@ -1,7 +1,13 @@
-"""BERT-style training instances from documents of tokenized sentences, as Google's
-`create_pretraining_data.py` behaves (our own code): sentences are packed into a chunk up to a target length
-(shorter with probability `short_seq_prob`), the chunk is split into segments A and B at a random sentence
-boundary, and for each objective
+"""Training instances from documents of tokenized sentences: which token ranges form segments A and B, and the
+pair label. One policy per `data.objective`:
+
+    d2l  the book's pairs (d2l `_get_nsp_data_from_paragraph`): each sentence and the next one of its document,
+         or, half the time, a random sentence of a random document (which may be the same one); pairs over
+         max_len are dropped. A WikiText paragraph is a document here.
+
+The others behave as Google's `create_pretraining_data.py` (our own code): sentences are packed into a chunk
+up to a target length (shorter with probability `short_seq_prob`), the chunk is split into segments A and B at
+a random sentence boundary, and
 
     nsp  B follows A (label 1), or, half the time, B is taken from another document (label 0) and the
          chunk's unused sentences are put back for the next instance;
@@ -51,15 +57,43 @@ def create_instances(sentence_lengths: np.ndarray, document_sentences: np.ndarra
     """
     if objective not in OBJECTIVES:
         raise JaxbertError(f"data.objective={objective!r} is not supported; use one of {OBJECTIVES}")
+    sentence_lengths, document_sentences = np.asarray(sentence_lengths, np.int64), np.asarray(document_sentences,
+                                                                                              np.int64)
+    if objective == "d2l":
+        return _d2l_pairs(sentence_lengths, document_sentences, max_len, rng)
     if objective == "nsp" and len(document_sentences) < 2:
         raise JaxbertError("NSP needs at least two documents to draw random next segments from; "
                            "give a larger corpus or use data.objective=sop or mlm")
     max_tokens = max_len - (2 if objective == "mlm" else 3)
-    arrays = _create(np.asarray(sentence_lengths, np.int64), np.asarray(document_sentences, np.int64), max_tokens,
+    arrays = _create(sentence_lengths, document_sentences, max_tokens,
                      OBJECTIVES.index(objective), short_seq_prob, rng)
     a_start, a_len, b_start, b_len, label, document = arrays  # the rows of one (6, N) array
     return Instances(a_start=a_start, a_len=a_len.astype(np.int32), b_start=b_start,
                      b_len=b_len.astype(np.int32), label=label.astype(np.int32), document=document.astype(np.int32))
+
+
+def _d2l_pairs(sentence_lengths, document_sentences, max_len: int, rng: np.random.Generator) -> Instances:
+    """The book's pairs, vectorised. Documents are visited in a random order, as the book shuffles its
+    paragraphs; a negative draws a document, then one of its sentences, uniformly."""
+    sent_start, doc_first = _exclusive_cumsum(sentence_lengths), _exclusive_cumsum(document_sentences)
+    order = rng.permutation(len(document_sentences))
+    per_doc = np.maximum(document_sentences[order] - 1, 0)  # consecutive pairs in each document
+    a = (np.repeat(doc_first[order], per_doc) + np.arange(per_doc.sum())
+         - np.repeat(_exclusive_cumsum(per_doc), per_doc))
+    is_next = rng.random(len(a)) < 0.5
+    random_doc = rng.integers(0, len(document_sentences), len(a))
+    random_sentence = doc_first[random_doc] + np.floor(rng.random(len(a)) * document_sentences[random_doc]).astype(
+        np.int64)
+    b = np.where(is_next, a + 1, random_sentence)
+    keep = sentence_lengths[a] + sentence_lengths[b] + 3 <= max_len
+    a, b = a[keep], b[keep]
+    return Instances(a_start=sent_start[a], a_len=sentence_lengths[a].astype(np.int32), b_start=sent_start[b],
+                     b_len=sentence_lengths[b].astype(np.int32), label=is_next[keep].astype(np.int32),
+                     document=np.repeat(order, per_doc)[keep].astype(np.int32))
+
+
+def _exclusive_cumsum(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(x)[:-1]]).astype(np.int64) if len(x) else np.zeros(0, np.int64)
 
 
 @numba.njit(cache=True, nogil=True)

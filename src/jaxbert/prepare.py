@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from jaxbert import corpus, pretraining_data, sentence_ids
+from jaxbert import corpus, masking, sentence_ids
 from jaxbert import tokenizer as tokenizers
 from jaxbert.errors import JaxbertError
 
@@ -82,7 +82,7 @@ def prepare(files: list[Path], out: Path, tok: Tokenizer, *, fmt: str = "auto", 
         writers = {s: _SplitWriter(tmp / s, dtype) for s in SPLITS}
         empty_docs = _stream(files, writers, tok, fmt=fmt, text_field=text_field, split=split_sentences,
                              chunk=chunk_sentences, route=lambda i: "eval" if not eval_files and
-                             pretraining_data.hash_uniform(seed, i) < eval_fraction else "train")
+                             masking.hash_uniform(seed, i) < eval_fraction else "train")
         if eval_files:
             _stream(eval_files, {"train": writers["eval"]}, tok, fmt=fmt, text_field=text_field,
                     split=split_sentences, chunk=chunk_sentences, route=lambda i: "train")

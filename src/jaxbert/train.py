@@ -125,8 +125,9 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
 
     train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
                                        with_nsp=cfg.data.objective != "mlm")
+    pair_task = {"nsp": "NSP", "d2l": "NSP", "sop": "SOP"}.get(cfg.data.objective)  # None: MLM only
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
-                          start_step=start, pair_task={"nsp": "NSP", "sop": "SOP"}.get(cfg.data.objective))
+                          start_step=start, pair_task=pair_task)
     if eval_batches and start == 0:
         rep.eval(0, evaluate(eval_step, state.params, eval_batches))  # the baseline the curves fall from
     sums, interval_start, t0, first = None, start, time.perf_counter(), True
