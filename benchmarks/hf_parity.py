@@ -24,7 +24,7 @@ from flax import nnx
 
 import jaxbert
 from jaxbert import checkpoint, config, hf, optim, rundir
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.encode import restore_run
 from jaxbert.model import BertForPreTraining
 
@@ -54,8 +54,8 @@ def errors(hf_model, run_dir):
 
 
 def vocab_dir(folder: Path, v: int) -> None:
-    tok = tokenizers.train_wordpiece([f"the quick brown fox number {i} jumps over it" for i in range(300)], v)
-    tokenizers.save_vocab(tok, folder / "vocab.txt")
+    tok = tokenization.train_wordpiece([f"the quick brown fox number {i} jumps over it" for i in range(300)], v)
+    tokenization.save_vocab(tok, folder / "vocab.txt")
 
 
 def as_a_user(run_dir: Path, export_dir: Path, mask_text: str):
@@ -99,7 +99,7 @@ def main():
             hf.import_checkpoint(folder / "hf", folder / "run")
             rows.append((name, *errors(model, folder / "run")))
         # jaxbert-initialised d2l-tiny, written as a run and exported.
-        tok = tokenizers.word_tokenizer(tokenizers.build_word_vocab([[f"w{i}" for i in range(95)]], 1))
+        tok = tokenization.word_tokenizer(tokenization.build_word_vocab([[f"w{i}" for i in range(95)]], 1))
         cfg = config.preset("d2l-tiny")
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
         run = tmp / "tiny-run"

@@ -73,10 +73,10 @@ def _ours_book_semantics(folder: Path):
 
 def _ours_prepared(folder: Path):
     from jaxbert import config, data, prepare
-    from jaxbert import tokenizer as tokenizers
+    from jaxbert import tokenization
 
     def work():
-        tok = tokenizers.wordpiece_from_vocab(folder.parent / "bert-base-uncased" / "vocab.txt")
+        tok = tokenization.wordpiece_from_vocab(folder.parent / "bert-base-uncased" / "vocab.txt")
         with tempfile.TemporaryDirectory() as tmp:
             prepare.prepare([folder / "wiki.train.tokens"], Path(tmp) / "p", tok, eval_fraction=0.0)
             cfg = config.override(config.preset("bert-base"), ["data.max_len=64"]).data

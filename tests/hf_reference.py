@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.encode import restore_run
 
 RTOL = 1e-4
@@ -50,9 +50,9 @@ def compare(model_dir_or_hf, run_dir, heads=("mlm", "nsp")):
 
 
 def wordpiece_files(folder, vocab_size):
-    tok = tokenizers.train_wordpiece([f"the quick brown fox number {i} jumps over it" for i in range(200)],
+    tok = tokenization.train_wordpiece([f"the quick brown fox number {i} jumps over it" for i in range(200)],
                                      vocab_size)
-    tokenizers.save_vocab(tok, folder / "vocab.txt")
+    tokenization.save_vocab(tok, folder / "vocab.txt")
     return tok
 
 

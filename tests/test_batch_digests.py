@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxbert import config, data, prepare
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 
 FIELDS = ("input_ids", "segment_ids", "valid_lens", "masked_positions", "masked_ids", "masked_weights",
           "nsp_labels")
@@ -45,7 +45,7 @@ def test_the_books_batches_on_wikitext2(wikitext_dir):
 
 @pytest.fixture(scope="module")
 def prepared_wikitext(wikitext_slice, wikitext_dir, tmp_path_factory):
-    tok = tokenizers.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
+    tok = tokenization.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
     out = tmp_path_factory.mktemp("digest") / "prep"
     prepare.prepare([wikitext_slice / "wiki.train.tokens"], out, tok, eval_files=[wikitext_slice / "wiki.valid.tokens"])
     return out

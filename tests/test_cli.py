@@ -193,3 +193,16 @@ def test_metrics_are_finite_and_plausible(run_dir):
         assert all(math.isfinite(v) for v in r.values() if isinstance(v, float)), r
         assert 0 < r["mlm_loss"] < math.log(vocab) + 1 and 0 <= r["mlm_acc"] <= 1, r
     assert {r["split"] for r in rows} == {"train", "eval"} and rows[0]["step"] == 0  # held-out baseline first
+
+
+def test_importing_the_package_changes_nothing_global():
+    """No import-time side effects: no pyplot (which picks and may switch a backend), no JAX config change."""
+    code = ("import sys, pkgutil, importlib, jax, jaxbert\n"
+            "names = ('jax_enable_x64', 'jax_platforms', 'jax_default_matmul_precision')\n"
+            "before = {k: getattr(jax.config, k) for k in names}\n"
+            "for m in pkgutil.iter_modules(jaxbert.__path__): importlib.import_module('jaxbert.' + m.name)\n"
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
+            "assert before == {k: getattr(jax.config, k) for k in before}\n"
+            "print(len(list(pkgutil.iter_modules(jaxbert.__path__))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) > 20

@@ -17,7 +17,7 @@ import jaxbert  # noqa: E402
 from conftest import REPO, TINY  # noqa: E402
 from hf_reference import RTOL, compare, fit_separator, pair_sets  # noqa: E402
 from jaxbert import cli, config, hf, train  # noqa: E402
-from jaxbert import tokenizer as tokenizers  # noqa: E402
+from jaxbert import tokenization  # noqa: E402
 from jaxbert.encode import restore_run  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def test_export_a_trained_run_loads_in_transformers_with_parity(trained_run, tmp
     base, info = transformers.AutoModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
     assert not info["missing_keys"] and type(base).__name__ == "BertModel"
     # The word-level tokenizer gives jaxbert's ids through AutoTokenizer.
-    ours = tokenizers.load(trained_run / "tokenizer.json")
+    ours = tokenization.load(trained_run / "tokenizer.json")
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     lines = (wikitext_slice / "wiki.valid.tokens").read_text().splitlines()[:300]
     for a, b in zip(lines[::2], lines[1::2]):
@@ -51,7 +51,7 @@ def test_export_a_trained_run_loads_in_transformers_with_parity(trained_run, tmp
 
 def test_exported_bert_vocab_gives_berts_ids(tmp_path, wikitext_dir):
     """bert-base-uncased's vocab.txt: jaxbert's tokenizer and the exported one through AutoTokenizer agree."""
-    tok = tokenizers.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
+    tok = tokenization.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
     hf._export_tokenizer(tok, tmp_path, 512)
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert type(theirs).__name__.startswith("BertTokenizer")
@@ -95,7 +95,7 @@ def bert_vocab_run(wikitext_slice, wikitext_dir, tmp_path_factory):
     from jaxbert import prepare
 
     folder = tmp_path_factory.mktemp("sop")
-    tok = tokenizers.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
+    tok = tokenization.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
     prepare.prepare([wikitext_slice / "wiki.train.tokens"], folder / "prep", tok,
                     eval_files=[wikitext_slice / "wiki.valid.tokens"])
     cfg = config.override(config.preset("bert-tiny"), TINY + [
@@ -111,18 +111,18 @@ def test_exported_tokenizers_give_segments_padding_and_truncation(which, trained
     run = trained_run if which == "word-level" else bert_vocab_run
     hf.export(run, tmp_path / "hf")
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
-    ours = tokenizers.load(run / "tokenizer.json")
+    ours = tokenization.load(run / "tokenizer.json")
     lines = [line for line in (wikitext_slice / "wiki.valid.tokens").read_text().splitlines() if line.strip()][:40]
     a, b = lines[::2], lines[1::2]
     single = theirs("a crane is flying")
     assert set(single) == {"input_ids", "token_type_ids", "attention_mask"} and set(single["token_type_ids"]) == {0}
     for kwargs in ({}, {"padding": True}, {"padding": "max_length", "truncation": True, "max_length": 24}):
         batch = theirs(a, b, **kwargs)
-        reference = tokenizers.load(run / "tokenizer.json")  # jaxbert's own tokenizer, padded the same way
+        reference = tokenization.load(run / "tokenizer.json")  # jaxbert's own tokenizer, padded the same way
         if "max_length" in kwargs:
             reference.enable_truncation(24)
         if kwargs:
-            pad = tokenizers.special_ids(ours).pad
+            pad = tokenization.special_ids(ours).pad
             reference.enable_padding(pad_id=pad, pad_token=ours.id_to_token(pad),
                                      length=24 if "max_length" in kwargs else None)
         expected = reference.encode_batch(list(zip(a, b)))

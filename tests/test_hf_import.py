@@ -14,7 +14,7 @@ import jaxbert  # noqa: E402
 from conftest import plausible_summary  # noqa: E402
 from hf_reference import RTOL, compare, fit_separator, pair_sets, wordpiece_files  # noqa: E402
 from jaxbert import cli, config, hf, train  # noqa: E402
-from jaxbert import tokenizer as tokenizers  # noqa: E402
+from jaxbert import tokenization  # noqa: E402
 from jaxbert.errors import JaxbertError  # noqa: E402
 
 
@@ -88,7 +88,7 @@ def test_an_imported_checkpoint_resumes_pretraining(tmp_path):
     text = "\n\n".join("\n".join(f"the quick brown fox number {i + j} jumps over it" for j in range(4))
                        for i in range(80))
     (tmp_path / "c.txt").write_text(text + "\n")
-    prepare.prepare([tmp_path / "c.txt"], tmp_path / "prep", tokenizers.load(tmp_path / "run" / "tokenizer.json"),
+    prepare.prepare([tmp_path / "c.txt"], tmp_path / "prep", tokenization.load(tmp_path / "run" / "tokenizer.json"),
                     eval_fraction=0.0)
     saved = config.Config.load(tmp_path / "run" / "config.json")
     resumed = config.override(saved, ["train.steps=2", "train.batch_size=8", "train.eval_batches=0"])
@@ -105,7 +105,7 @@ def test_import_keeps_the_pair_task_answer(wikitext_slice, wikitext_dir, tmp_pat
                                   intermediate_size=64, max_position_embeddings=64)
     model = transformers.BertForPreTraining(cfg).eval()
     (tmp_path / "hf").mkdir()
-    hf._export_tokenizer(tokenizers.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt"),
+    hf._export_tokenizer(tokenization.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt"),
                          tmp_path / "hf", 64)
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     true, random = pair_sets(wikitext_slice)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxbert import instances, masking
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 
 WORDS = [f"w{i}" for i in range(40)]
 
@@ -34,12 +34,12 @@ class Sentences:
 @pytest.fixture(scope="module")
 def setup():
     paragraphs = corpus(np.random.default_rng(0))
-    tok = tokenizers.word_tokenizer(tokenizers.build_word_vocab([s for p in paragraphs for s in p], 1))
+    tok = tokenization.word_tokenizer(tokenization.build_word_vocab([s for p in paragraphs for s in p], 1))
     ids = [[[tok.token_to_id(w) for w in s] for s in p] for p in paragraphs]
     sent = Sentences(ids=np.array([t for p in ids for s in p for t in s], np.int32),
                      lengths=np.array([len(s) for p in ids for s in p]),
                      paragraph_lengths=np.array([len(p) for p in ids]))
-    return sent, tokenizers.special_ids(tok), tok.get_vocab_size()
+    return sent, tokenization.special_ids(tok), tok.get_vocab_size()
 
 
 def pairs(sent: Sentences, max_len: int, seed) -> instances.Instances:
@@ -58,9 +58,9 @@ def make(setup, seed=0, max_len=16, mask_prob=0.15, p=None):
 
 
 def test_vocab_is_sorted_with_specials_and_min_freq():
-    vocab = tokenizers.build_word_vocab([["b", "a", "a"], ["c", "a", "b"]], min_freq=2)
+    vocab = tokenization.build_word_vocab([["b", "a", "a"], ["c", "a", "b"]], min_freq=2)
     assert vocab == sorted(["<cls>", "<mask>", "<pad>", "<sep>", "<unk>", "a", "b"])
-    tok = tokenizers.word_tokenizer(vocab)
+    tok = tokenization.word_tokenizer(vocab)
     assert tok.encode("A zzz", "b").tokens == ["<cls>", "a", "<unk>", "<sep>", "b", "<sep>"]
     assert tok.encode("A zzz", "b").type_ids == [0, 0, 0, 0, 1, 1]
 
@@ -159,7 +159,7 @@ def test_deterministic_from_seed(setup):
 def test_whole_word_masking_follows_googles_rule():
     """Visit words in key order; take a word if all its pieces still fit, else skip it (reference loop)."""
     rng = np.random.default_rng(7)
-    sp = tokenizers.SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
+    sp = tokenization.SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
     n, t = 300, 24
     valid = rng.integers(8, t + 1, n)
     ids = rng.integers(5, 50, (n, t))
@@ -193,7 +193,7 @@ def test_compiled_rows_equal_the_vectorised_definition(t, p, mask_prob, n, whole
     """masking.rows gives exactly assemble + mask_tokens with hash_draws, specials inside A/B included
     (20,000 rows: split over the cores), with and without whole-word masking (words of 1 to about 6 pieces)."""
     rng = np.random.default_rng(t)
-    sp = tokenizers.SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
+    sp = tokenization.SpecialIds(pad=0, unk=1, cls=2, sep=3, mask=4)
     v = 1000
     tokens = rng.integers(5, v, 100_000).astype(np.int32)
     tokens[rng.integers(0, len(tokens), 300)] = sp.sep

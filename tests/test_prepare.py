@@ -7,7 +7,7 @@ import pytest
 
 from conftest import TINY, plausible_summary
 from jaxbert import cli, config, data, prepare, train
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.errors import JaxbertError
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "iota", "kappa", "lambda",
@@ -27,7 +27,7 @@ def write_text(path, docs):
 
 @pytest.fixture(scope="module")
 def tok():
-    return tokenizers.train_wordpiece((s for d in documents(200) for s in d), vocab_size=60)
+    return tokenization.train_wordpiece((s for d in documents(200) for s in d), vocab_size=60)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def prepared(tok, tmp_path_factory):
 
 def test_prepared_directory_layout_and_counts(prepared, tok):
     m = prepare.read_manifest(prepared)
-    assert m["tokenizer_fingerprint"] == tokenizers.fingerprint(tok) and m["token_dtype"] == "uint16"
+    assert m["tokenizer_fingerprint"] == tokenization.fingerprint(tok) and m["token_dtype"] == "uint16"
     train_c, eval_c = m["counts"]["train"], m["counts"]["eval"]
     assert train_c["documents"] + eval_c["documents"] == 300 and 10 < eval_c["documents"] < 60
     tokens, lengths, per_doc = prepare.open_split(prepared, "train", m)
@@ -140,7 +140,7 @@ def test_static_and_dynamic_masking(prepared):
 
 def test_whole_words_are_masked_together(prepared, tok):
     _, s, _ = sets(prepared, "data.whole_word_masking=true")
-    starts = tokenizers.word_starts(tok)
+    starts = tokenization.word_starts(tok)
     b = s.take(np.arange(len(s)), 0)
     rows = np.arange(len(s))[:, None]
     original = b["input_ids"].copy()
@@ -171,7 +171,7 @@ def test_pretrain_each_objective_from_prepared_data(prepared, tok, tmp_path, obj
 def test_resume_refuses_data_prepared_with_another_tokenizer(prepared, tmp_path):
     cfg = config.override(config.preset("d2l-tiny"), TINY + ["train.steps=2", "data.objective=nsp"])
     train.run(cfg, tmp_path / "run", data_dir=str(prepared))
-    other = tokenizers.train_wordpiece((s for d in documents(50, seed=9) for s in d), vocab_size=40)
+    other = tokenization.train_wordpiece((s for d in documents(50, seed=9) for s in d), vocab_size=40)
     prepare.prepare([write_text(tmp_path / "c.txt", documents(40))], tmp_path / "other", other)
     with pytest.raises(JaxbertError, match="prepared with another tokenizer"):
         train.run(config.override(cfg, ["train.steps=4"]), tmp_path / "run", data_dir=str(tmp_path / "other"),
@@ -179,7 +179,7 @@ def test_resume_refuses_data_prepared_with_another_tokenizer(prepared, tmp_path)
 
 
 def test_wikitext2_with_berts_vocabulary_trains_each_objective(wikitext_slice, wikitext_dir, tmp_path):
-    tok = tokenizers.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
+    tok = tokenization.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
     prepare.prepare([wikitext_slice / "wiki.train.tokens"], tmp_path / "prep", tok,
                     eval_files=[wikitext_slice / "wiki.valid.tokens"])
     for objective in ("nsp", "sop", "mlm"):

@@ -6,7 +6,7 @@ from conftest import DATA_ROOT
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from jaxbert import sentence_ids
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 
 TRICKY = [
     "Hello, World! It's a  double  space and a trailing one ",
@@ -34,10 +34,10 @@ def reference(tok, sentences, dtype):
 
 
 def tokenizers_to_check():
-    uncased = tokenizers.wordpiece_from_vocab(DATA_ROOT / "bert-base-uncased" / "vocab.txt")
+    uncased = tokenization.wordpiece_from_vocab(DATA_ROOT / "bert-base-uncased" / "vocab.txt")
     text = wikitext_lines(3000) + TRICKY
-    cased = tokenizers.train_wordpiece(text, 2000, lowercase=False)
-    words = tokenizers.word_tokenizer(tokenizers.build_word_vocab((s.lower().split() for s in text), 3))
+    cased = tokenization.train_wordpiece(text, 2000, lowercase=False)
+    words = tokenization.word_tokenizer(tokenization.build_word_vocab((s.lower().split() for s in text), 3))
     return {"bert-base-uncased": uncased, "trained cased WordPiece": cased, "word level": words}
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import DATA_ROOT
 from jaxbert import squad
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.errors import JaxbertError
 
 NORMANDY = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in "
@@ -50,13 +50,13 @@ def squad_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def bert_tok():
-    return tokenizers.load_any(DATA_ROOT / "bert-base-uncased" / "vocab.txt")
+    return tokenization.load_any(DATA_ROOT / "bert-base-uncased" / "vocab.txt")
 
 
 @pytest.fixture(scope="module")
 def word_tok():
     texts = [HARBOUR, SHIPS] + [q["question"] for a in squad_json()["data"] for p in a["paragraphs"] for q in p["qas"]]
-    return tokenizers.word_tokenizer(tokenizers.build_word_vocab([t.lower().split() for t in texts], min_freq=1))
+    return tokenization.word_tokenizer(tokenization.build_word_vocab([t.lower().split() for t in texts], min_freq=1))
 
 
 # --- metrics -------------------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def test_read_errors(tmp_path, content, fragment):
 
 def check_features(examples, feats, tok, *, max_len, doc_stride, max_query_len):
     """Every row's layout against the question and context tokenized on their own; windows and answers."""
-    sp = tokenizers.special_ids(tok)
+    sp = tokenization.special_ids(tok)
     n = len(feats["input_ids"])
     assert {k: (v.shape, v.dtype) for k, v in feats.items()} == {
         **{k: ((n, max_len), np.int32) for k in ("input_ids", "segment_ids")}, "offsets": ((n, max_len, 2), np.int32),
@@ -180,7 +180,7 @@ def test_features_wordpiece_windows(squad_file, bert_tok):
     assert following == begin + 8 and length > 8  # consecutive windows overlap
     question = feats["input_ids"][feats["example_index"] == 1][0]  # cut to 8 tokens ("normans" is norman ##s)
     assert bert_tok.decode(question[1:9].tolist()) == "when did the normans give their name"
-    assert question[9] == tokenizers.special_ids(bert_tok).sep
+    assert question[9] == tokenization.special_ids(bert_tok).sep
 
 
 def test_features_word_level(squad_file, word_tok):

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.errors import JaxbertError
 
 
@@ -19,7 +19,7 @@ def vocab_txt(wikitext_dir):
 def test_bert_base_uncased_ids_match_berts_own_tokenizer(vocab_txt, wikitext_dir):
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy  # pure-Python reference
 
-    ours = tokenizers.wordpiece_from_vocab(vocab_txt)
+    ours = tokenization.wordpiece_from_vocab(vocab_txt)
     reference = BertTokenizerLegacy(str(vocab_txt), do_lower_case=True)
     with open(wikitext_dir / "wiki.train.tokens", encoding="utf-8") as f:
         lines = [line.strip() for line in itertools.islice(f, 6000) if line.strip()][:3000]
@@ -36,14 +36,14 @@ def test_bert_base_uncased_ids_match_berts_own_tokenizer(vocab_txt, wikitext_dir
 
 def test_trained_wordpiece_has_the_specials_first_and_roundtrips(tmp_path):
     texts = [f"the quick brown fox number {i} jumps over the lazy dog again and again" for i in range(300)]
-    tok = tokenizers.train_wordpiece(texts, vocab_size=120)
-    assert [tok.token_to_id(t) for t in tokenizers.BERT_SPECIALS] == [0, 1, 2, 3, 4]
+    tok = tokenization.train_wordpiece(texts, vocab_size=120)
+    assert [tok.token_to_id(t) for t in tokenization.BERT_SPECIALS] == [0, 1, 2, 3, 4]
     assert tok.get_vocab_size() <= 120
-    tokenizers.save_vocab(tok, tmp_path / "vocab.txt")
-    again = tokenizers.wordpiece_from_vocab(tmp_path / "vocab.txt")
+    tokenization.save_vocab(tok, tmp_path / "vocab.txt")
+    again = tokenization.wordpiece_from_vocab(tmp_path / "vocab.txt")
     assert again.encode("The QUICK fox", "jumps").ids == tok.encode("The QUICK fox", "jumps").ids
-    assert tokenizers.fingerprint(tok) == tokenizers.fingerprint(tokenizers.load_any(_saved(tok, tmp_path)))
-    starts = tokenizers.word_starts(tok)
+    assert tokenization.fingerprint(tok) == tokenization.fingerprint(tokenization.load_any(_saved(tok, tmp_path)))
+    starts = tokenization.word_starts(tok)
     assert all(starts[i] == (not t.startswith("##")) for t, i in tok.get_vocab().items())
 
 
@@ -55,15 +55,15 @@ def _saved(tok, folder):
 def test_vocab_missing_a_special_token_is_refused(tmp_path):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n")
     with pytest.raises(JaxbertError, match=r"lacks the special tokens \['\[MASK\]'\]"):
-        tokenizers.wordpiece_from_vocab(tmp_path / "vocab.txt")
+        tokenization.wordpiece_from_vocab(tmp_path / "vocab.txt")
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(JaxbertError, match="is empty"):
-        tokenizers.load_any(tmp_path / "empty.txt")
+        tokenization.load_any(tmp_path / "empty.txt")
     with pytest.raises(JaxbertError, match="does not exist"):
-        tokenizers.load_any(tmp_path / "nope.json")
+        tokenization.load_any(tmp_path / "nope.json")
 
 
 def test_word_level_is_behind_the_same_interface():
-    tok = tokenizers.word_tokenizer(tokenizers.build_word_vocab([["a", "b"]], 1))
-    ids = tokenizers.special_ids(tok)
-    assert tok.token_to_id("<cls>") == ids.cls and tokenizers.word_starts(tok).all()
+    tok = tokenization.word_tokenizer(tokenization.build_word_vocab([["a", "b"]], 1))
+    ids = tokenization.special_ids(tok)
+    assert tok.token_to_id("<cls>") == ids.cls and tokenization.word_starts(tok).all()

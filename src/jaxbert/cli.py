@@ -154,7 +154,7 @@ def pretrain(args) -> None:
 
 
 def tokenizer_train(args) -> None:
-    from jaxbert import tokenizer as tokenizers
+    from jaxbert import tokenization
 
     if (args.out / "tokenizer.json").exists():
         raise JaxbertError(f"{args.out} already holds a tokenizer.json; choose another --out")
@@ -162,22 +162,22 @@ def tokenizer_train(args) -> None:
     sentences = (s for f in files for doc in corpus.iter_documents(
         f, args.format, text_field=args.text_field, split=args.split_sentences) for s in doc)
     if args.kind == "word":
-        tok = tokenizers.word_tokenizer(tokenizers.build_word_vocab((s.lower().split() for s in sentences),
+        tok = tokenization.word_tokenizer(tokenization.build_word_vocab((s.lower().split() for s in sentences),
                                                                     args.min_freq))
     else:
-        tok = tokenizers.train_wordpiece(sentences, args.vocab_size, lowercase=not args.cased,
+        tok = tokenization.train_wordpiece(sentences, args.vocab_size, lowercase=not args.cased,
                                          strip_accents=False if args.keep_accents else None)
     args.out.mkdir(parents=True, exist_ok=True)
     tok.save(str(args.out / "tokenizer.json"))
-    tokenizers.save_vocab(tok, args.out / "vocab.txt")
+    tokenization.save_vocab(tok, args.out / "vocab.txt")
     print(f"{args.kind} tokenizer with {tok.get_vocab_size()} tokens written to {args.out}")
 
 
 def prepare(args) -> None:
     from jaxbert import prepare as prep
-    from jaxbert import tokenizer as tokenizers
+    from jaxbert import tokenization
 
-    tok = tokenizers.load_any(args.tokenizer)
+    tok = tokenization.load_any(args.tokenizer)
     manifest = prep.prepare(corpus.expand(args.corpus), args.out, tok, fmt=args.format,
                             eval_files=corpus.expand(args.eval_corpus) if args.eval_corpus else [],
                             eval_fraction=args.eval_fraction, text_field=args.text_field,

@@ -25,7 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer, models
 
 from jaxbert import corpus, instances, masking, prepare, wikitext
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.config import DataConfig
 from jaxbert.errors import JaxbertError
 
@@ -39,7 +39,7 @@ class InstanceSet:
     tokens: np.ndarray  # (total tokens,) every sentence's ids, document after document (memory-mapped or not)
     inst: instances.Instances
     cfg: DataConfig
-    specials: tokenizers.SpecialIds
+    specials: tokenization.SpecialIds
     vocab_size: int
     word_start: np.ndarray | None  # (V,) bool, for whole-word masking
     seed: int
@@ -110,7 +110,7 @@ def load_wikitext2(folder: Path, cfg: DataConfig, tok: Tokenizer | None = None):
             raise JaxbertError(f"{folder / name} has no line with two or more sentences (' . '), so no sentence "
                                "pairs; give a WikiText-format corpus")
         if tok is None:
-            tok = tokenizers.word_tokenizer(tokenizers.word_vocab(words.word_counts(), cfg.min_freq))
+            tok = tokenization.word_tokenizer(tokenization.word_vocab(words.word_counts(), cfg.min_freq))
         vocab = vocab or tok.get_vocab()
         tokens = word_ids(words.types, tok, vocab)[words.word_types]
         sets.append(_instance_set(tokens, words.sentence_lengths, words.paragraph_lengths, tok, cfg, stream=stream,
@@ -123,7 +123,7 @@ def word_ids(words: list[str], tok: Tokenizer, vocab: dict[str, int]) -> np.ndar
     if not isinstance(tok.model, models.WordLevel):
         raise JaxbertError("a WikiText folder needs a word-level tokenizer, and this run's is not one; pass the "
                            "prepared directory (`jaxbert prepare`) the run was trained on")
-    unk = tokenizers.special_ids(tok).unk
+    unk = tokenization.special_ids(tok).unk
     return np.fromiter(map(vocab.get, words, itertools.repeat(unk)), np.int32, len(words))
 
 
@@ -146,8 +146,8 @@ def _instance_set(tokens: np.ndarray, sentence_lengths: np.ndarray, document_sen
     if len(inst) == 0:
         raise JaxbertError(f"{name} yields no {cfg.objective} instance; give documents of two or more sentences "
                            "or use data.objective=mlm")
-    specials = tokenizers.special_ids(tok)
-    word_start = tokenizers.word_starts(tok) if cfg.whole_word_masking else None
+    specials = tokenization.special_ids(tok)
+    word_start = tokenization.word_starts(tok) if cfg.whole_word_masking else None
     return InstanceSet(tokens=tokens, inst=inst, cfg=cfg, specials=specials, vocab_size=tok.get_vocab_size(),
                        word_start=word_start, seed=cfg.seed, stream=stream)
 
@@ -186,8 +186,8 @@ def load(data: Path, cfg: DataConfig, tok: Tokenizer | None = None):
 def load_prepared(folder: Path, cfg: DataConfig, tok: Tokenizer | None = None):
     """Instances of a `jaxbert prepare` directory; `tok` (a resumed run's) must be the one it was made with."""
     manifest = prepare.read_manifest(folder)
-    own = tokenizers.load(Path(folder) / "tokenizer.json")
-    if tok is not None and tokenizers.fingerprint(tok) != manifest["tokenizer_fingerprint"]:
+    own = tokenization.load(Path(folder) / "tokenizer.json")
+    if tok is not None and tokenization.fingerprint(tok) != manifest["tokenizer_fingerprint"]:
         raise JaxbertError(f"{folder} was prepared with another tokenizer than this run's; prepare the corpus "
                            "with the run's tokenizer.json, or start a new run")
     sets = []

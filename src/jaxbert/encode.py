@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from jaxbert import checkpoint, rundir
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.config import Config
 from jaxbert.errors import JaxbertError
 from jaxbert.model import BertForPreTraining
@@ -27,7 +27,7 @@ def restore_run(run_dir: Path):
     """(config, tokenizer, model with the latest checkpoint's parameters, step) of a run directory."""
     run_dir = rundir.require_run(run_dir)
     cfg = Config.load(run_dir / rundir.CONFIG)
-    tok = tokenizers.load(run_dir / rundir.TOKENIZER)
+    tok = tokenization.load(run_dir / rundir.TOKENIZER)
     abstract = nnx.eval_shape(lambda: BertForPreTraining(cfg.model, rngs=nnx.Rngs(0)))
     graphdef, abstract_params = nnx.split(abstract, nnx.Param)
     step = rundir.latest_step(run_dir)
@@ -40,7 +40,7 @@ class Encoder:
 
     def __init__(self, run_dir: Path):
         self.config, self.tokenizer, self.model, self.step = restore_run(run_dir)
-        self.specials = tokenizers.special_ids(self.tokenizer)
+        self.specials = tokenization.special_ids(self.tokenizer)
         # Written in a text, `<mask>` / `[MASK]` (and the other specials) are that token, as in transformers.
         self.tokenizer.add_special_tokens([self.tokenizer.id_to_token(i) for i in dataclasses.astuple(self.specials)])
         self._encode = nnx.jit(lambda m, ids, segs, lens: m.encode(ids, segs, lens))

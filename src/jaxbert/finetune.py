@@ -26,7 +26,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from jaxbert import checkpoint, optim, rundir, tasks
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.config import Config, FinetuneConfig, ModelConfig, OptimConfig
 from jaxbert.encode import restore_run
 from jaxbert.errors import JaxbertError
@@ -62,7 +62,7 @@ class State:
 def encode_texts(tok, data: tasks.TextPairs, max_len: int) -> dict[str, np.ndarray]:
     """Fixed-shape arrays: ids, segment ids (B is segment 1) and valid lengths, truncated and padded."""
     tok = tok.from_str(tok.to_str())  # a copy: truncation and padding are settings of the tokenizer
-    pad = tokenizers.special_ids(tok).pad
+    pad = tokenization.special_ids(tok).pad
     tok.enable_truncation(max_len)
     tok.enable_padding(pad_id=pad, pad_token=tok.id_to_token(pad), length=max_len)
     inputs = list(zip(data.text_a, data.text_b)) if data.text_b is not None else data.text_a
@@ -264,7 +264,7 @@ def restore(out_dir: Path):
     """(settings, source config, tokenizer, model with the kept epoch's parameters) of a fine-tuned model: a
     `Classifier`, or a `qa.SpanModel` for SQuAD."""
     out_dir, settings = Path(out_dir), read_settings(out_dir)
-    cfg, tok = Config.load(out_dir / rundir.CONFIG), tokenizers.load(out_dir / rundir.TOKENIZER)
+    cfg, tok = Config.load(out_dir / rundir.CONFIG), tokenization.load(out_dir / rundir.TOKENIZER)
     if settings["task"] == "squad":
         from jaxbert.qa import SpanModel
         make = lambda: SpanModel(cfg.model, rngs=nnx.Rngs(0))

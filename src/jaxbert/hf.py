@@ -28,7 +28,7 @@ from flax import nnx
 from tokenizers import models
 
 from jaxbert import checkpoint, optim, rundir
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.config import ModelConfig, preset
 from jaxbert.errors import JaxbertError
 from jaxbert.model import ACTIVATIONS, BertForPreTraining
@@ -104,7 +104,7 @@ def span_table(cfg: ModelConfig) -> list[Row]:
 def hf_config(cfg: ModelConfig, tok) -> dict:
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     return {"architectures": ["BertForPreTraining"], "model_type": "bert", **fields,
-            "pad_token_id": tokenizers.special_ids(tok).pad}
+            "pad_token_id": tokenization.special_ids(tok).pad}
 
 
 def export(run_dir: Path, out_dir: Path) -> list[str]:
@@ -148,8 +148,8 @@ def export(run_dir: Path, out_dir: Path) -> list[str]:
 def _export_tokenizer(tok, out_dir: Path, max_len: int) -> None:
     tok.save(str(out_dir / "tokenizer.json"))
     if isinstance(tok.model, models.WordPiece):
-        tokenizers.save_vocab(tok, out_dir / "vocab.txt")
-        names = dict(zip(("pad", "unk", "cls", "sep", "mask"), tokenizers.BERT_SPECIALS))
+        tokenization.save_vocab(tok, out_dir / "vocab.txt")
+        names = dict(zip(("pad", "unk", "cls", "sep", "mask"), tokenization.BERT_SPECIALS))
         normalizer = json.loads(tok.to_str())["normalizer"] or {}
         extra = {"tokenizer_class": "BertTokenizer", "do_lower_case": bool(normalizer.get("lowercase", True))}
     elif isinstance(tok.model, models.WordLevel):
@@ -294,13 +294,13 @@ def import_checkpoint(hf_dir: Path, run_dir: Path, *, base: str = "bert-base") -
 
 def _import_tokenizer(hf_dir: Path):
     if (hf_dir / "tokenizer.json").is_file():
-        return tokenizers.load_any(hf_dir / "tokenizer.json")
+        return tokenization.load_any(hf_dir / "tokenizer.json")
     if (hf_dir / "vocab.txt").is_file():
         try:
             lower = json.loads((hf_dir / "tokenizer_config.json").read_text()).get("do_lower_case", True)
         except (OSError, json.JSONDecodeError):
             lower = True
-        return tokenizers.wordpiece_from_vocab(hf_dir / "vocab.txt", lowercase=lower)
+        return tokenization.wordpiece_from_vocab(hf_dir / "vocab.txt", lowercase=lower)
     raise JaxbertError(f"{hf_dir} holds no tokenizer.json or vocab.txt; a run needs its tokenizer")
 
 

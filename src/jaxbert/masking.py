@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 from jaxbert import cores
-from jaxbert.tokenizer import SpecialIds
+from jaxbert.tokenization import SpecialIds
 
 FIELDS = ("input_ids", "segment_ids", "valid_lens", "masked_positions", "masked_ids", "masked_weights",
           "nsp_labels")

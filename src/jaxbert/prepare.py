@@ -22,7 +22,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from jaxbert import corpus, masking, sentence_ids
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.errors import JaxbertError
 
 MANIFEST = "manifest.json"
@@ -73,7 +73,7 @@ def prepare(files: list[Path], out: Path, tok: Tokenizer, *, fmt: str = "auto", 
         raise JaxbertError(f"{out} is not empty; choose a new --out{hint}")
     if not 0.0 <= eval_fraction < 1.0:
         raise JaxbertError(f"--eval-fraction {eval_fraction} must lie in [0, 1)")
-    tokenizers.special_ids(tok)  # a tokenizer without its special tokens cannot make examples
+    tokenization.special_ids(tok)  # a tokenizer without its special tokens cannot make examples
     dtype = np.uint16 if tok.get_vocab_size() <= 2 ** 16 else np.uint32
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -91,7 +91,7 @@ def prepare(files: list[Path], out: Path, tok: Tokenizer, *, fmt: str = "auto", 
             raise JaxbertError(f"{', '.join(map(str, files))} hold no sentences after tokenization; "
                                "check --format and the files")
         manifest = {
-            "format": FORMAT, "tokenizer_fingerprint": tokenizers.fingerprint(tok),
+            "format": FORMAT, "tokenizer_fingerprint": tokenization.fingerprint(tok),
             "vocab_size": tok.get_vocab_size(), "token_dtype": np.dtype(dtype).name,
             "sources": [str(f) for f in files], "eval_sources": [str(f) for f in eval_files],
             "options": {"format": fmt, "text_field": text_field, "split_sentences": split_sentences,

@@ -4,11 +4,8 @@ import json
 import statistics
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: nothing global (backend, figure registry) is touched
+from tqdm import tqdm
 
 
 class Reporter:
@@ -59,7 +56,8 @@ class Reporter:
 
     def plot(self) -> None:
         names = [("mlm", "MLM")] + ([("nsp", self.pair_task)] if self.pair_task else [])
-        fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
+        fig = Figure(figsize=(4.5 * len(names), 3.5))
+        axes = fig.subplots(1, len(names), squeeze=False)
         for ax, (name, title) in zip(axes[0], names):
             for split, style in (("train", "-"), ("eval", "o--")):
                 rows = [r for r in self.rows if r["split"] == split]
@@ -71,7 +69,6 @@ class Reporter:
             ax.legend()
         fig.tight_layout()
         fig.savefig(self.plot_path, dpi=100)
-        plt.close(fig)
 
     def summary(self, devices) -> list[str]:
         """The book's two closing lines, from the last logged training interval and the median throughput."""

@@ -27,7 +27,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from jaxbert.errors import JaxbertError
-from jaxbert.tokenizer import special_ids
+from jaxbert.tokenization import special_ids
 
 
 @dataclasses.dataclass(frozen=True)

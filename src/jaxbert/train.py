@@ -16,7 +16,7 @@ import optax
 from flax import nnx
 
 from jaxbert import checkpoint, data, losses, optim, report, rundir
-from jaxbert import tokenizer as tokenizers
+from jaxbert import tokenization
 from jaxbert.config import Config
 from jaxbert.errors import JaxbertError
 from jaxbert.model import BertForPreTraining
@@ -76,7 +76,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     resuming = rundir.claim(run_dir, resume=resume, overwrite=overwrite)
     if resuming:
         cfg = resumed_config(cfg, run_dir, rundir.latest_step(run_dir))
-        tok = tokenizers.load(run_dir / rundir.TOKENIZER)
+        tok = tokenization.load(run_dir / rundir.TOKENIZER)
         _, train_set, eval_set = data.load(source, cfg.data, tok)  # names a tokenizer mismatch first
         recorded = rundir.recorded_data(run_dir)
         if recorded and recorded["fingerprint"] != fingerprint:
