@@ -53,7 +53,8 @@ def test_roundtrip_through_json(tmp_path):
     (["data.max_len=1024"], "exceeds model.max_position_embeddings"),
     (["train.batch_size=0"], "train.batch_size=0 must be positive"),
     (["model.hidden_dropout_prob=1.5"], "must lie in [0, 1)"),
-    (["optim.schedule=cosine"], "optim.schedule='cosine' is not supported"),
+    (["optim.schedule=exponential"], "optim.schedule='exponential' is not supported"),
+    (["optim.algorithm=sgd"], "optim.algorithm='sgd' is not supported"),
 ])
 def test_bad_overrides_name_the_problem(sets, message):
     with pytest.raises(JaxbertError, match=None) as e:

@@ -194,3 +194,50 @@ def test_a_wikitext_folder_takes_every_objective_and_masking(objective, wikitext
     summary = train.run(cfg, tmp_path / "run", data_dir=str(wikitext_slice))
     losses = plausible_summary(summary[0], config.Config.load(tmp_path / "run" / "config.json").model.vocab_size)
     assert set(losses) == {"nsp": {"mlm", "nsp"}, "sop": {"mlm", "sop"}, "mlm": {"mlm"}}[objective]
+
+
+def test_a_diverging_run_stops_at_the_step_with_its_last_good_checkpoint_intact(wikitext_slice, tmp_path, capsys):
+    """Step 1 updates at the warmup's first rate (0), so it is finite and checkpointed; step 2's update, at
+    1e23, makes step 3's attention scores overflow. The run names step 3, writes nothing after it, and exits 2."""
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(wikitext_slice), "--out", str(run)]
+    args += [a for s in TINY + ["train.steps=12", "train.log_every=5", "train.checkpoint_every=2",
+                                "train.eval_every=100", "optim.learning_rate=1e30", "optim.warmup_steps=10000000",
+                                "optim.clip_norm=0"] for a in ("--set", s)]
+    assert cli.main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("jaxbert: error")]
+    assert len(err) == 1 and "non-finite at step 3" in err[0] and "last good checkpoint is step 2" in err[0], err
+    assert rundir.latest_step(run) == 2
+    for leaf in jax.tree.leaves(params_at(run, 2)):
+        assert np.isfinite(np.asarray(leaf)).all()
+    assert all(r["step"] < 3 for r in rows(run, "train") + rows(run, "eval"))  # no row from the bad steps
+    assert "lower optim.learning_rate" in err[0]
+
+
+@pytest.mark.parametrize("objective", ["d2l", "mlm"])
+def test_accumulating_micro_batches_equals_one_large_batch(objective, wikitext_slice):
+    """k micro-batches of B/k inside one step give the update and metrics of one batch of B (dropout off, so
+    both see the same function), including micro-batches with different numbers of real predictions."""
+    cfg = tiny("model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0", f"data.objective={objective}",
+               "optim.weight_decay=0.01")
+    tok, train_set, _ = data.load_wikitext2(wikitext_slice, cfg.data)
+    cfg = config.override(cfg, [f"model.vocab_size={tok.get_vocab_size()}"])
+    tx = optim.optimizer(cfg.optim, 100)
+    batch = train_set.take(np.arange(48))
+    counts = batch["masked_weights"].reshape(4, 12, -1).sum((1, 2))
+    assert len(set(counts.tolist())) > 1, counts  # the shares differ: a plain mean of micro-batches would be off
+    results = {}
+    for k in (1, 4):
+        graphdef, state = train.init_state(cfg, tx)
+        step, _ = train.make_steps(graphdef, tx, jax.random.key(0), with_nsp=objective != "mlm", grad_accum_steps=k)
+        for _ in range(3):
+            state, metrics = step(state, batch)
+        results[k] = jax.device_get((state.params, metrics))
+    for a, b in zip(jax.tree.leaves(results[1]), jax.tree.leaves(results[4]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
+    assert set(results[4][1]) >= {"loss", "mlm_loss", "mlm_acc", "grad_norm"}
+
+
+def test_grad_accum_steps_must_divide_the_batch():
+    with pytest.raises(JaxbertError, match="not divisible by train.grad_accum_steps"):
+        tiny("train.grad_accum_steps=3")

@@ -5,6 +5,7 @@ Parameters and optimizer state are separate items, so `encode` and exports resto
 
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -21,8 +22,16 @@ def save(mngr: ocp.CheckpointManager, step: int, params, opt_state) -> None:
 
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_params, abstract_opt_state=None):
     """(params, opt_state) of `step`, shaped like the abstract trees; opt_state is None if not asked for."""
-    items = {"params": ocp.args.StandardRestore(abstract_params)}
+    items = {"params": ocp.args.StandardRestore(_placed(abstract_params))}
     if abstract_opt_state is not None:
-        items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+        items["opt_state"] = ocp.args.StandardRestore(_placed(abstract_opt_state))
     restored = mngr.restore(step, args=ocp.args.Composite(**items))
     return restored["params"], restored.get("opt_state") if abstract_opt_state is not None else None
+
+
+def _placed(tree):
+    """Abstract leaves without a sharding are restored onto this process's first device: a run saved from
+    several devices (sharding.py) loads in a process that has one."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device)
+                        if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None else x, tree)

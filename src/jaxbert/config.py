@@ -15,7 +15,8 @@ from pathlib import Path
 from jaxbert.errors import JaxbertError
 
 ACTIVATIONS = ("relu", "gelu")
-SCHEDULES = ("constant", "linear")
+SCHEDULES = ("constant", "linear", "cosine")
+ALGORITHMS = ("adam", "lamb")
 OBJECTIVES = ("nsp", "sop", "mlm", "d2l")
 
 
@@ -105,8 +106,9 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    """Adam(W) with linear warmup, then constant or linear decay to zero."""
+    """Adam(W) or LAMB with linear warmup, then constant, linear or cosine decay to zero."""
 
+    algorithm: str = "adam"  # adam (AdamW when weight_decay > 0) or lamb (You et al. 2019: large batches)
     learning_rate: float = 1e-4
     warmup_steps: int = 0
     schedule: str = "linear"
@@ -123,6 +125,8 @@ class OptimConfig:
             raise JaxbertError("optim.warmup_steps, optim.weight_decay and optim.clip_norm must not be negative")
         if self.schedule not in SCHEDULES:
             raise JaxbertError(f"optim.schedule={self.schedule!r} is not supported; use one of {SCHEDULES}")
+        if self.algorithm not in ALGORITHMS:
+            raise JaxbertError(f"optim.algorithm={self.algorithm!r} is not supported; use one of {ALGORITHMS}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -139,9 +143,15 @@ class TrainConfig:
     # Wall-clock budget in seconds (`--budget 10m`); 0 = off. When set, `steps` is fitted at the start of the run
     # to what the budget holds (timed on throwaway steps), so the learning-rate schedule ends at the budget.
     budget_s: float = 0.0
+    # Gradient accumulation: each step runs batch_size / grad_accum_steps pairs at a time inside the jitted step
+    # and applies one update for the whole batch (the same update as one batch of batch_size, in less memory).
+    grad_accum_steps: int = 1
 
     def __post_init__(self):
-        _positive(self, "steps", "batch_size", "log_every", "eval_every", "checkpoint_every")
+        _positive(self, "steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "grad_accum_steps")
+        if self.batch_size % self.grad_accum_steps:
+            raise JaxbertError(f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps="
+                               f"{self.grad_accum_steps}; choose a divisor of the batch size")
         if self.eval_batches < 0:
             raise JaxbertError(f"train.eval_batches={self.eval_batches} is negative; use 0 to skip evaluation")
         if self.budget_s < 0:
@@ -170,6 +180,24 @@ class FinetuneConfig:
             raise JaxbertError("the learning rate must be positive and the warmup fraction in [0, 1)")
 
 
+MESH_MODES = ("data", "fsdp")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MeshConfig:
+    """Which devices train and how the state is split over them (sharding.py); not part of what a run computes,
+    so a resumed run may change it."""
+
+    mode: str = "data"  # data: parameters replicated, batches split; fsdp: parameters and optimizer state split too
+    devices: int = 0  # how many of the visible devices (every process's); 0 = all
+
+    def __post_init__(self):
+        if self.mode not in MESH_MODES:
+            raise JaxbertError(f"mesh.mode={self.mode!r} is not supported; use one of {MESH_MODES}")
+        if self.devices < 0:
+            raise JaxbertError(f"mesh.devices={self.devices} is negative; use 0 for every device")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
     """Everything a run needs; written as `config.json` into the run directory."""
@@ -179,6 +207,7 @@ class Config:
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    mesh: MeshConfig = MeshConfig()
 
     def __post_init__(self):
         if self.data.max_len > self.model.max_position_embeddings:

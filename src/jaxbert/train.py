@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxbert import checkpoint, data, losses, optim, report, rundir
+from jaxbert import checkpoint, data, losses, optim, report, rundir, sharding
 from jaxbert import tokenization
 from jaxbert.config import Config
 from jaxbert.errors import JaxbertError
@@ -37,18 +37,48 @@ def forward(graphdef, params, batch, *, deterministic: bool, with_nsp: bool, rng
     return losses.pretraining_metrics(mlm_logits, nsp_logits, batch, with_nsp=with_nsp)
 
 
-def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Array, *, with_nsp: bool = True):
-    """(train_step, eval_step), each jitted once; train_step donates the state it is given."""
+def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Array, *, with_nsp: bool = True,
+               grad_accum_steps: int = 1, mesh=None, state_shardings=None):
+    """(train_step, eval_step), each jitted once; train_step donates the state it is given and returns it with
+    `state_shardings` (sharding.py; None: wherever the compiler puts it), and its metrics replicated on `mesh`.
+
+    With `grad_accum_steps` k > 1 the batch is cut into k micro-batches run one after another (`lax.scan`), and
+    their gradients and metrics are summed with the weights that make them those of the whole batch: a
+    micro-batch's MLM terms by its share of the batch's real predictions, its NSP terms by 1/k.
+    """
+    k = grad_accum_steps
+
+    def grads_and_metrics(params, batch, key, mlm_share, nsp_share):
+        def loss_fn(params):
+            rngs = nnx.Rngs(dropout=key)  # made inside the differentiated trace, which advances it
+            m = forward(graphdef, params, batch, deterministic=False, with_nsp=with_nsp, rngs=rngs)
+            m = {name: v * (nsp_share if name.startswith("nsp") else mlm_share) for name, v in m.items()
+                 if name != "loss"}
+            return m["mlm_loss"] + (m["nsp_loss"] if with_nsp else 0.0), m
+
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(params)
+        return grads, metrics
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(dropout_key, state.step)  # a fresh dropout key per step
+        if k == 1:
+            grads, metrics = grads_and_metrics(state.params, batch, key, 1.0, 1.0)
+        else:
+            micro = jax.tree.map(lambda x: x.reshape(k, x.shape[0] // k, *x.shape[1:]), batch)
+            real = batch["masked_weights"].sum()
 
-        def loss_fn(params):
-            rngs = nnx.Rngs(dropout=key)  # made inside the differentiated trace, which advances it
-            metrics = forward(graphdef, params, batch, deterministic=False, with_nsp=with_nsp, rngs=rngs)
-            return metrics["loss"], metrics
+            def accumulate(acc, i):
+                mb = jax.tree.map(lambda x: x[i], micro)
+                share = jnp.where(real > 0, mb["masked_weights"].sum() / jnp.maximum(real, 1.0), 1.0 / k)
+                g, m = grads_and_metrics(state.params, mb, jax.random.fold_in(key, i), share, 1.0 / k)
+                return jax.tree.map(jnp.add, acc, (g, m)), None
 
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+            zeros = jax.eval_shape(grads_and_metrics, state.params, jax.tree.map(lambda x: x[0], micro), key,
+                                   1.0, 1.0)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+            (grads, metrics), _ = jax.lax.scan(accumulate, zeros, jnp.arange(k))
+        metrics["loss"] = metrics["mlm_loss"] + metrics["nsp_loss"] if with_nsp else metrics["mlm_loss"]
+        metrics["grad_norm"] = optax.tree.norm(grads)  # before clipping
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -56,7 +86,11 @@ def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Arra
     def eval_step(params, batch) -> dict:
         return forward(graphdef, params, batch, deterministic=True, with_nsp=with_nsp)
 
-    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+    if state_shardings is None:
+        return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+    out = sharding.replicated(mesh)
+    return (jax.jit(train_step, donate_argnums=0, out_shardings=(state_shardings, out)),
+            jax.jit(eval_step, out_shardings=out))
 
 
 def init_state(cfg: Config, tx: optax.GradientTransformation):
@@ -72,6 +106,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     started = time.perf_counter()  # a budget counts from here: loading data and compiling are part of it
     run_dir = Path(run_dir)
     source = data.locate(data_dir)  # before touching run_dir: a bad --data changes nothing
+    sharding.check_batch(sharding.make_mesh(cfg.mesh), cfg.train.batch_size, cfg.train.grad_accum_steps)
     fingerprint = data.fingerprint(source)
     resuming = rundir.claim(run_dir, resume=resume, overwrite=overwrite)
     if resuming:
@@ -103,12 +138,20 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         rundir.record_data(run_dir, source, fingerprint)
 
     batch_size = cfg.train.batch_size
-    eval_batches = eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else []
+    mesh = sharding.make_mesh(cfg.mesh)
+    sharding.check_batch(mesh, batch_size, cfg.train.grad_accum_steps)
+    eval_batches = [sharding.put_batch(mesh, sharding.local_share(b))
+                    for b in (eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else [])]
+    next_batch = lambda step: sharding.put_batch(mesh, train_set.batch(step, batch_size, jax.process_index(),
+                                                                       jax.process_count()))
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(cfg, tx)
+    state_shardings = sharding.state_shardings(mesh, cfg.mesh.mode, state)
+    state = jax.device_put(state, state_shardings)
     if cfg.train.budget_s and not resuming:  # a resumed run keeps the steps fitted when it started
         try:
-            steps = fit_steps(cfg, graphdef, state, train_set, eval_batches, started + cfg.train.budget_s)
+            steps = fit_steps(cfg, graphdef, state, next_batch, eval_batches, started + cfg.train.budget_s,
+                              mesh=mesh, state_shardings=state_shardings)
         except JaxbertError:
             shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run behind
             raise
@@ -124,19 +167,27 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     start = int(state.step)
 
     train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
-                                       with_nsp=cfg.data.objective != "mlm")
+                                       with_nsp=cfg.data.objective != "mlm",
+                                       grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
+                                       state_shardings=state_shardings)
     pair_task = {"nsp": "NSP", "d2l": "NSP", "sop": "SOP"}.get(cfg.data.objective)  # None: MLM only
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
                           start_step=start, pair_task=pair_task)
     if eval_batches and start == 0:
         rep.eval(0, evaluate(eval_step, state.params, eval_batches))  # the baseline the curves fall from
     sums, interval_start, t0, first = None, start, time.perf_counter(), True
+    unchecked = []  # (step, loss + gradient norm) on device, for every step since the last finiteness check
     for step in range(start + 1, cfg.train.steps + 1):
-        state, metrics = train_step(state, train_set.batch(step - 1, batch_size, jax.process_index(),
-                                                           jax.process_count()))
+        state, metrics = train_step(state, next_batch(step - 1))
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)  # stays on device
+        unchecked.append((step, metrics["loss"] + metrics["grad_norm"]))
         rep.bar.update()
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+        logs = step % cfg.train.log_every == 0 or step == cfg.train.steps
+        saves = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
+        if logs or saves:  # nothing non-finite is logged or checkpointed
+            check_finite(unchecked, mngr, rep, run_dir, cfg)
+            unchecked = []
+        if logs:
             n = step - interval_start
             means = {k: float(v) / n for k, v in jax.device_get(sums).items()}  # host-device sync
             means["learning_rate"] = float(learning_rate(step - 1))  # of this step's update (optax counts from 0)
@@ -144,7 +195,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
             sums, interval_start, first = None, step, False
         if eval_batches and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
             rep.eval(step, evaluate(eval_step, state.params, eval_batches))  # host-device sync
-        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+        if saves:
             checkpoint.save(mngr, step, state.params, state.opt_state)
         if sums is None:
             t0 = time.perf_counter()  # time only training steps, not logging, evaluation or checkpoints
@@ -157,10 +208,28 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     return lines
 
 
+def check_finite(unchecked: list, mngr, rep, run_dir: Path, cfg: Config) -> None:
+    """Stop the run with the first step whose loss or gradient norm is not finite (NaN or inf), after the
+    checkpoints already started are written: they hold only steps before it."""
+    steps, values = zip(*unchecked)
+    values = np.asarray(jax.device_get(list(values)))  # host-device sync
+    bad = np.flatnonzero(~np.isfinite(values))
+    if not len(bad):
+        return
+    mngr.wait_until_finished()
+    rep.bar.close()
+    last = rundir.latest_step(run_dir)
+    kept = f"the last good checkpoint is step {last}" if last is not None else "no checkpoint was written before it"
+    raise JaxbertError(f"the loss or gradient became non-finite at step {steps[bad[0]]}; training stopped and "
+                       f"{kept} in {run_dir}. Start a new run with a lower optim.learning_rate (now "
+                       f"{cfg.optim.learning_rate:g}) or with optim.clip_norm set")
+
+
 PROBE_STEPS = 5  # timed train steps (after the one that compiles) when fitting a budget
 
 
-def fit_steps(cfg: Config, graphdef, state: TrainState, train_set, eval_batches, deadline: float) -> int:
+def fit_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batches, deadline: float, *, mesh,
+              state_shardings) -> int:
     """How many steps fit before `deadline` (a `time.perf_counter` value), timed on throwaway steps from a copy
     of `state`.
 
@@ -169,12 +238,13 @@ def fit_steps(cfg: Config, graphdef, state: TrainState, train_set, eval_batches,
     """
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
-                                       with_nsp=cfg.data.objective != "mlm")
-    probe, times = jax.tree.map(jnp.copy, state), []
+                                       with_nsp=cfg.data.objective != "mlm",
+                                       grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
+                                       state_shardings=state_shardings)
+    probe, times = jax.device_put(jax.tree.map(jnp.copy, state), state_shardings), []
     for i in range(PROBE_STEPS + 1):
         t = time.perf_counter()
-        probe, metrics = train_step(probe, train_set.batch(i, cfg.train.batch_size, jax.process_index(),
-                                                           jax.process_count()))
+        probe, metrics = train_step(probe, next_batch(i))
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
     step_s = float(np.median(times[1:]))
@@ -240,4 +310,4 @@ def resumed_config(asked: Config, run_dir: Path, step: int) -> Config:
                 f"already taken (optim.schedule={saved.optim.schedule} decays to 0 at train.steps="
                 f"{saved.train.steps}); keep train.steps={saved.train.steps}, or continue from this run's weights in "
                 "a new run (jaxbert export, then jaxbert import)")
-    return asked if step == 0 else dataclasses.replace(saved, train=asked.train)
+    return asked if step == 0 else dataclasses.replace(saved, train=asked.train, mesh=asked.mesh)

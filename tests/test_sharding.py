@@ -1,0 +1,85 @@
+"""One device against eight: the same per-step losses in data-parallel and fully sharded modes (CPU devices
+forced by XLA_FLAGS in a subprocess, since JAX fixes its device count at start-up)."""
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import jaxbert
+from conftest import TINY
+from jaxbert import config, sharding, train
+from jaxbert.errors import JaxbertError
+
+STEPS = ["train.steps=6", "train.log_every=1", "train.eval_every=3", "train.checkpoint_every=3"]
+
+# Trains in a process with 8 CPU devices, then prints how the word embeddings and their Adam moments are laid out.
+CHILD = """
+import json, sys
+import jax
+from jaxbert import config, train
+cfg = config.override(config.preset("d2l-tiny"), json.loads(sys.argv[1]))
+train.run(cfg, sys.argv[2], data_dir=sys.argv[3])
+from jaxbert import optim, sharding
+cfg = config.Config.load(sys.argv[2] + "/config.json")  # with the vocabulary size filled in
+graphdef, state = train.init_state(cfg, optim.optimizer(cfg.optim, cfg.train.steps))
+state = jax.device_put(state, sharding.state_shardings(sharding.make_mesh(cfg.mesh), cfg.mesh.mode, state))
+words = state.params["embeddings"]["word_embeddings"]["embedding"][...]
+print(json.dumps({"devices": jax.device_count(), "words": [words.shape, words.addressable_shards[0].data.shape]}))
+"""
+
+
+def losses(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {(r["split"], r["step"]): (r["mlm_loss"], r["nsp_loss"]) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def one_device(wikitext_slice, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "run"
+    train.run(config.override(config.preset("d2l-tiny"), TINY + STEPS), out, data_dir=wikitext_slice)
+    return losses(out)
+
+
+@pytest.mark.parametrize("mode", ["data", "fsdp"])
+def test_eight_devices_train_as_one(mode, one_device, wikitext_slice, tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    sets = TINY + STEPS + [f"mesh.mode={mode}"]
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(sets), str(tmp_path / "run"), str(wikitext_slice)],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    layout = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert layout["devices"] == 8
+    (vocab, hidden), shard = layout["words"]
+    assert shard == ([vocab, hidden] if mode == "data" else [vocab // 8, hidden] if vocab % 8 == 0
+                     else [vocab, hidden // 8]), layout
+    eight = losses(tmp_path / "run")
+    assert eight.keys() == one_device.keys() and len(eight) == 6 + 3  # every step, and 3 evaluations
+    for key in one_device:
+        np.testing.assert_allclose(eight[key], one_device[key], rtol=2e-5, err_msg=str(key))
+    # Saved from 8 devices, loaded in this 1-device process.
+    vectors = np.asarray(jaxbert.load(tmp_path / "run").encode("the game began"))
+    assert vectors.shape == (1, 5, 32) and np.isfinite(vectors).all()
+
+
+def test_fsdp_splits_the_largest_divisible_axis():
+    assert sharding._fsdp_spec((30522, 768), 8) == P(None, "data")  # 30522 is not a multiple of 8
+    assert sharding._fsdp_spec((1024, 4096), 8) == P(None, "data")
+    assert sharding._fsdp_spec((4096, 1024), 8) == P("data", None)
+    assert sharding._fsdp_spec((3,), 8) == P() and sharding._fsdp_spec((), 8) == P()
+
+
+def test_a_batch_the_devices_do_not_divide_is_refused(wikitext_slice, tmp_path):
+    cfg = config.override(config.preset("d2l-tiny"), TINY + ["mesh.devices=2"])
+    with pytest.raises(JaxbertError, match="mesh.devices=2 but only 1 devices"):
+        train.run(cfg, tmp_path / "run", data_dir=wikitext_slice)
+    assert not (tmp_path / "run").exists()
+    eight = SimpleNamespace(size=8)  # check_batch reads only the mesh's size
+    sharding.check_batch(eight, 64, grad_accum_steps=8)
+    with pytest.raises(JaxbertError, match="a batch of 12 pairs .* cannot be split evenly over 8 devices"):
+        sharding.check_batch(eight, 48, grad_accum_steps=4)
