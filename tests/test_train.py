@@ -241,3 +241,33 @@ def test_accumulating_micro_batches_equals_one_large_batch(objective, wikitext_s
 def test_grad_accum_steps_must_divide_the_batch():
     with pytest.raises(JaxbertError, match="not divisible by train.grad_accum_steps"):
         tiny("train.grad_accum_steps=3")
+
+
+def tensorboard_scalars(folder) -> dict[tuple[str, int], float]:
+    """Every scalar in the event files of `folder`, read from the TFRecord framing with TensorBoard's protobuf."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        raw, pos = path.read_bytes(), 0
+        while pos < len(raw):
+            (length,) = struct.unpack("<Q", raw[pos:pos + 8])
+            event = event_pb2.Event.FromString(raw[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4  # length, its CRC, the record, its CRC
+            for value in event.summary.value:
+                out[(value.tag, event.step)] = value.simple_value
+    return out
+
+
+def test_tensorboard_holds_what_metrics_jsonl_holds(wikitext_slice, tmp_path):
+    run = tmp_path / "run"
+    train.run(tiny("train.steps=4"), run, data_dir=wikitext_slice)
+    scalars = tensorboard_scalars(run / "tensorboard")
+    for split in ("train", "eval"):
+        for row in rows(run, split):
+            for name in ("mlm_loss", "nsp_loss", "mlm_acc") + (("learning_rate", "grad_norm", "pairs_per_sec")
+                                                               if split == "train" else ()):
+                assert scalars[(f"{split}/{name}", row["step"])] == pytest.approx(row[name], rel=1e-6), name
+    assert {s for (_, s) in scalars} == {0, 2, 4}  # eval at 0 and 4, train at 2 and 4

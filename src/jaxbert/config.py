@@ -13,6 +13,7 @@ import typing
 from pathlib import Path
 
 from jaxbert.errors import JaxbertError
+from jaxbert.rundir import write_atomic
 
 ACTIVATIONS = ("relu", "gelu")
 SCHEDULES = ("constant", "linear", "cosine")
@@ -237,7 +238,7 @@ class Config:
         return cls(preset=d.get("preset", "custom"), **kwargs)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "Config":

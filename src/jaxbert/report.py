@@ -1,22 +1,29 @@
-"""What a run shows: the progress bar, `metrics.jsonl`, the loss plot and the closing summary lines."""
+"""What a run shows: the progress bar, `metrics.jsonl`, TensorBoard event files, the loss plot and the closing
+summary lines."""
 
 import json
 import statistics
 from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: nothing global (backend, figure registry) is touched
+from tensorboardX import SummaryWriter
 from tqdm import tqdm
+
+from jaxbert.rundir import write_atomic
 
 
 class Reporter:
     """Appends metrics rows, redraws the plot, and keeps the throughput of each logged interval."""
 
     def __init__(self, metrics_path: Path, plot_path: Path, *, total_steps: int, start_step: int,
-                 pair_task: str | None = "NSP"):
+                 pair_task: str | None = "NSP", tensorboard_dir: Path | None = None):
         """`pair_task` names the sentence-pair objective in the output (NSP or SOP; None for MLM only);
-        its metrics keep the `nsp_` keys either way."""
+        its metrics keep the `nsp_` keys either way. Scalars also go to TensorBoard event files in
+        `tensorboard_dir` (`train/<metric>`, `eval/<metric>`); a resumed run hides the old files' later steps."""
         self.metrics_path, self.plot_path = Path(metrics_path), Path(plot_path)
         self.pair_task = pair_task
+        self.tb = None if tensorboard_dir is None else SummaryWriter(
+            str(tensorboard_dir), purge_step=start_step + 1 if start_step else None)
         self.rows = self._read_until(start_step)
         self.rates: list[float] = []  # sentence pairs/s of each logged interval after the first
         self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
@@ -27,13 +34,14 @@ class Reporter:
             return []
         rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
         rows = [r for r in rows if r["step"] <= step]
-        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
         return rows
 
     def train(self, step: int, metrics: dict, pairs_per_sec: float, *, first_interval: bool) -> None:
         if not first_interval:  # the first interval includes compilation
             self.rates.append(pairs_per_sec)
         self._write({"step": step, "split": "train", **metrics, "pairs_per_sec": pairs_per_sec})
+        self._scalars("train", step, {**metrics, "pairs_per_sec": pairs_per_sec})
         postfix = {"mlm": f"{metrics['mlm_loss']:.3f}"}
         if self.pair_task:
             postfix[self.pair_task.lower()] = f"{metrics['nsp_loss']:.3f}"
@@ -41,11 +49,22 @@ class Reporter:
 
     def eval(self, step: int, metrics: dict) -> None:
         self._write({"step": step, "split": "eval", **metrics})
+        self._scalars("eval", step, metrics)
         line = f"step {step}: held-out MLM loss {metrics['mlm_loss']:.3f} (acc {metrics['mlm_acc']:.3f})"
         if self.pair_task:
             line += f", {self.pair_task} loss {metrics['nsp_loss']:.3f} (acc {metrics['nsp_acc']:.3f})"
         self.bar.write(line)
         self.plot()
+
+    def _scalars(self, split: str, step: int, metrics: dict) -> None:
+        if self.tb is not None:
+            for name, value in metrics.items():
+                self.tb.add_scalar(f"{split}/{name}", value, step)
+
+    def close(self) -> None:
+        """Write out the event files (also done by `summary`)."""
+        if self.tb is not None:
+            self.tb.close()
 
     def _write(self, row: dict) -> None:
         # 7 significant digits, not decimals: early in a long warmup the learning rate is far below 1e-6.
@@ -73,6 +92,7 @@ class Reporter:
     def summary(self, devices) -> list[str]:
         """The book's two closing lines, from the last logged training interval and the median throughput."""
         self.bar.close()
+        self.close()
         last = next(r for r in reversed(self.rows) if r["split"] == "train")
         rates = self.rates or [last["pairs_per_sec"]]
         losses = f"MLM loss {last['mlm_loss']:.3f}"

@@ -6,9 +6,11 @@
     RUN_DIR/checkpoints/     orbax checkpoints, one folder per saved step
     RUN_DIR/metrics.jsonl    one JSON object per logged step (train) or evaluation (eval)
     RUN_DIR/loss.png         the MLM and NSP loss curves
+    RUN_DIR/tensorboard/     the same scalars as TensorBoard event files (`tensorboard --logdir RUN_DIR`)
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from jaxbert.errors import JaxbertError
 
 CONFIG, TOKENIZER, DATA, CHECKPOINTS, METRICS, PLOT = "config.json", "tokenizer.json", "data.json", "checkpoints", \
     "metrics.jsonl", "loss.png"
-RUN_FILES = (CONFIG, TOKENIZER, DATA, CHECKPOINTS, METRICS, PLOT)
+TENSORBOARD = "tensorboard"
+RUN_FILES = (CONFIG, TOKENIZER, DATA, CHECKPOINTS, METRICS, PLOT, TENSORBOARD)
 
 
 def latest_step(run_dir: Path) -> int | None:
@@ -69,8 +72,20 @@ def require_run(run_dir: Path) -> Path:
     return run_dir
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` all at once: a process killed meanwhile leaves the old file or the new one,
+    never half of one (the files a resumed run reads are rewritten while it runs)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def record_data(run_dir: Path, source: Path, fingerprint: str) -> None:
-    (Path(run_dir) / DATA).write_text(json.dumps({"source": str(source), "fingerprint": fingerprint}, indent=2) + "\n")
+    write_atomic(Path(run_dir) / DATA, json.dumps({"source": str(source), "fingerprint": fingerprint}, indent=2) + "\n")
 
 
 def recorded_data(run_dir: Path) -> dict | None:

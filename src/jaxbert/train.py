@@ -133,8 +133,8 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
                 run_dir.rmdir()
             raise
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
+        cfg.save(run_dir / rundir.CONFIG)  # first: a run killed from here on is one --overwrite can restart
         tok.save(str(run_dir / rundir.TOKENIZER))
-        cfg.save(run_dir / rundir.CONFIG)
         rundir.record_data(run_dir, source, fingerprint)
 
     batch_size = cfg.train.batch_size
@@ -172,7 +172,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
                                        state_shardings=state_shardings)
     pair_task = {"nsp": "NSP", "d2l": "NSP", "sop": "SOP"}.get(cfg.data.objective)  # None: MLM only
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
-                          start_step=start, pair_task=pair_task)
+                          start_step=start, pair_task=pair_task, tensorboard_dir=run_dir / rundir.TENSORBOARD)
     if eval_batches and start == 0:
         rep.eval(0, evaluate(eval_step, state.params, eval_batches))  # the baseline the curves fall from
     sums, interval_start, t0, first = None, start, time.perf_counter(), True
@@ -218,6 +218,7 @@ def check_finite(unchecked: list, mngr, rep, run_dir: Path, cfg: Config) -> None
         return
     mngr.wait_until_finished()
     rep.bar.close()
+    rep.close()
     last = rundir.latest_step(run_dir)
     kept = f"the last good checkpoint is step {last}" if last is not None else "no checkpoint was written before it"
     raise JaxbertError(f"the loss or gradient became non-finite at step {steps[bad[0]]}; training stopped and "
