@@ -10,6 +10,7 @@
     jaxbert finetune --task sst2 --data GLUE/SST-2 --init RUN_DIR --out FT_DIR   # a classification head
     jaxbert predict FT_DIR < texts.txt     # label texts (pairs as A<TAB>B) with a fine-tuned model
     jaxbert glue RUN_DIR --data GLUE_DIR   # SST-2, MRPC, RTE, CoLA: pretrained vs random init, 5 seeds
+    jaxbert plan --preset bert-large --devices 8 --batch 256   # parameters, FLOPs, memory per device
     jaxbert export RUN_DIR HF_DIR          # a transformers BertForPreTraining checkpoint
     jaxbert import HF_DIR RUN_DIR          # a transformers BERT checkpoint as a jaxbert run
 """
@@ -108,6 +109,15 @@ def _parser() -> argparse.ArgumentParser:
                                         "SQuAD: QUESTION<TAB>CONTEXT, prints the answer)")
     pr.add_argument("model_dir", type=Path, help="a `jaxbert finetune` output directory")
     pr.add_argument("--file", type=Path, help="read texts from this file (default: standard input)")
+
+    pl = sub.add_parser("plan", help="parameters, FLOPs per step and memory per device of a preset, per sharding "
+                                     "mode, before training")
+    pl.add_argument("--preset", default="bert-base", help=f"one of: {', '.join(config.PRESETS)}")
+    pl.add_argument("--devices", type=int, default=1, help="devices the batch and (under fsdp) the state split over")
+    pl.add_argument("--batch", type=int, help="global batch in sentence pairs (default: the preset's)")
+    pl.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="override one config field, e.g. data.max_len=512 (repeatable)")
+    pl.add_argument("--no-compile", action="store_true", help="skip compiling the step (no activation memory)")
 
     gl = sub.add_parser("glue", help="GLUE-lite: fine-tune SST-2, MRPC, RTE and CoLA from a run and from random "
                                      "init over several seeds; write a table, JSON and a chart")
@@ -275,12 +285,20 @@ def glue(args) -> None:
     print(f"report in {out}: glue.md, glue.json, glue.png")
 
 
+def plan(args) -> None:
+    from jaxbert import plan as planner
+
+    cfg = config.override(config.preset(args.preset), args.set)
+    report = planner.plan(cfg, args.devices, args.batch or cfg.train.batch_size, compile_step=not args.no_compile)
+    print("\n".join(planner.lines(report)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         command = {"pretrain": pretrain, "encode": encode, "prepare": prepare, "tokenizer": tokenizer_train,
                    "export": export, "import": import_, "fill-mask": fill_mask, "finetune": finetune,
-                   "glue": glue, "predict": predict}
+                   "glue": glue, "predict": predict, "plan": plan}
         command[args.command](args)
     except JaxbertError as e:
         print(f"jaxbert: error: {e}", file=sys.stderr)

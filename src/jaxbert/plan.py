@@ -1,0 +1,111 @@
+"""`jaxbert plan`: what a preset costs before anything is trained, per device, in each sharding mode.
+
+    jaxbert plan --preset bert-large --devices 8 --batch 256
+
+Parameter and optimizer-state sizes come from `jax.eval_shape` of the model and optimizer (nothing is
+allocated); each tensor's share per device is what `sharding.py` gives it (whole in data-parallel mode; its
+split axis divided by the device count under FSDP). FLOPs per step come from XLA's cost analysis of the lowered
+train step at one device's share of the batch (times the device count), and activation memory from the compiled
+step's memory analysis at that share (the temporaries XLA allocates: activations kept for the backward pass
+and the rest); `--no-compile` skips the compile, which takes a while for the large presets on a CPU.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxbert import optim, sharding
+from jaxbert.config import Config, MESH_MODES
+from jaxbert.errors import JaxbertError
+from jaxbert.model import BertForPreTraining
+
+
+def _bytes(tree, devices: int, mode: str) -> int:
+    """Bytes one device holds of `tree` (abstract arrays) when split as `sharding.py` splits it."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        shape, size = tuple(leaf.shape), int(np.prod(leaf.shape, dtype=np.int64)) * leaf.dtype.itemsize
+        split = mode == "fsdp" and sharding._fsdp_spec(shape, devices) != sharding.P()
+        total += size // devices if split else size
+    return total
+
+
+def _abstract_batch(cfg: Config, rows: int) -> dict:
+    t, p = cfg.data.max_len, cfg.data.num_predictions
+    i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
+    return {"input_ids": i32(rows, t), "segment_ids": i32(rows, t), "valid_lens": i32(rows),
+            "masked_positions": i32(rows, p), "masked_ids": i32(rows, p),
+            "masked_weights": jax.ShapeDtypeStruct((rows, p), jnp.float32), "nsp_labels": i32(rows)}
+
+
+def plan(cfg: Config, devices: int, batch: int, *, compile_step: bool = True) -> dict:
+    """Sizes (bytes per device for each mode), parameter count and FLOPs per step of `cfg` at `batch` pairs
+    over `devices` devices."""
+    if devices < 1 or batch < 1:
+        raise JaxbertError(f"--devices {devices} and --batch {batch} must be positive")
+    if batch % devices:
+        raise JaxbertError(f"--batch {batch} cannot be split evenly over {devices} devices; use a multiple of "
+                           f"{devices}")
+    if cfg.model.vocab_size == 0:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=30522))
+    from jaxbert import train  # the train step itself, lowered as the loop runs it
+
+    tx = optim.optimizer(cfg.optim, cfg.train.steps)
+    model = nnx.eval_shape(lambda: BertForPreTraining(cfg.model, rngs=nnx.Rngs(0)))
+    graphdef, params = nnx.split(model, nnx.Param)
+    opt_state = jax.eval_shape(tx.init, params)
+    count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    out = {"preset": cfg.preset, "parameters": count, "devices": devices, "batch": batch,
+           "max_len": cfg.data.max_len, "vocab_size": cfg.model.vocab_size,
+           "modes": {mode: {"parameters": _bytes(params, devices, mode), "gradients": _bytes(params, devices, mode),
+                            "optimizer state": _bytes(opt_state, devices, mode)} for mode in MESH_MODES}}
+    state = train.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, opt_state=opt_state)
+    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0), with_nsp=cfg.data.objective != "mlm",
+                                     grad_accum_steps=cfg.train.grad_accum_steps)
+    lowered = train_step.lower(state, _abstract_batch(cfg, batch // devices))
+    cost = lowered.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    out["flops_per_step"] = float(cost["flops"]) * devices if cost and "flops" in cost else None
+    # 6 FLOPs per parameter per token for the encoder's matmuls (forward and backward), the MLM decoder only on
+    # the P predicted positions: the usual estimate, beside XLA's count.
+    t, p, d, v = cfg.data.max_len, cfg.data.num_predictions, cfg.model.hidden_size, cfg.model.vocab_size
+    encoder = count - v * d - cfg.model.max_position_embeddings * d - v
+    out["flops_estimate"] = 6.0 * batch * (encoder * t + (v * d) * p)
+    if compile_step:
+        memory = lowered.compile().memory_analysis()
+        temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
+        for mode in MESH_MODES:
+            out["modes"][mode]["activations"] = temp
+    return out
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "n/a"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+def lines(report: dict) -> list[str]:
+    modes = report["modes"]
+    rows = ["parameters", "gradients", "optimizer state"] + (["activations"] if "activations" in modes["data"] else [])
+    out = [f"{report['preset']}: {report['parameters']:,} parameters (vocabulary {report['vocab_size']:,}), "
+           f"batch {report['batch']} of {report['max_len']} tokens over {report['devices']} device(s), "
+           f"{report['batch'] // report['devices']} per device",
+           f"FLOPs per step: {report['flops_per_step']:.3g} (XLA cost analysis of the train step; "
+           f"6 x parameters x tokens estimates {report['flops_estimate']:.3g})"
+           if report["flops_per_step"] else "FLOPs per step: not reported by this backend",
+           f"{'memory per device':<22}{'data parallel':>16}{'fsdp':>16}"]
+    for name in rows:
+        out.append(f"  {name:<20}{_size(modes['data'][name]):>16}{_size(modes['fsdp'][name]):>16}")
+    totals = {m: sum(modes[m][r] or 0 for r in rows) for m in MESH_MODES}
+    out.append(f"  {'total':<20}{_size(totals['data']):>16}{_size(totals['fsdp']):>16}")
+    if "activations" in modes["data"]:
+        out.append("  (activations: the compiled step's temporaries at one device's share of the batch; under fsdp "
+                   "each device also gathers one layer's weights at a time)")
+    return out

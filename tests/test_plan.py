@@ -1,0 +1,49 @@
+"""`jaxbert plan`: parameter counts against transformers' own, sizes per sharding mode, FLOPs against the
+usual estimate, and the compiled step's activation memory."""
+
+import pytest
+
+from jaxbert import cli, config, plan
+from jaxbert.errors import JaxbertError
+
+# BertForPreTraining's parameter counts at a 30,522-token vocabulary (bert-base-uncased's 110,106,428 is the
+# figure transformers reports for it); the compact sizes follow from the same formula.
+def bert_for_pretraining(layers, hidden, vocab=30522, positions=512):
+    ffn = 4 * hidden
+    embeddings = (vocab + positions + 2) * hidden + 2 * hidden
+    layer = 4 * (hidden * hidden + hidden) + 2 * hidden + (hidden * ffn + ffn) + (ffn * hidden + hidden) + 2 * hidden
+    heads = (hidden * hidden + hidden) + (hidden * hidden + hidden) + 2 * hidden + vocab + (2 * hidden + 2)
+    return embeddings + layers * layer + heads
+
+
+def test_the_formula_matches_transformers_bert_base():
+    assert bert_for_pretraining(12, 768) == 110_106_428
+
+
+@pytest.mark.parametrize("name, layers, hidden", [("bert-tiny", 2, 128), ("bert-mini", 4, 256), ("bert-small", 4, 512),
+                                                  ("bert-medium", 8, 512), ("bert-base", 12, 768)])
+def test_every_preset_is_planned_without_allocating(name, layers, hidden):
+    report = plan.plan(config.preset(name), devices=8, batch=64, compile_step=False)
+    assert report["parameters"] == bert_for_pretraining(layers, hidden)
+    data, fsdp = report["modes"]["data"], report["modes"]["fsdp"]
+    assert data["parameters"] == 4 * report["parameters"] and data["optimizer state"] > 2 * data["parameters"]
+    # FSDP: every matrix is split 8 ways; only vectors 8 does not divide stay whole (the 30,522 MLM biases).
+    assert data["parameters"] / 8 <= fsdp["parameters"] < data["parameters"] / 8 * 1.06
+    assert 0.9 < report["flops_per_step"] / report["flops_estimate"] < 1.2
+
+
+def test_compiled_activation_memory_grows_with_the_batch():
+    small = plan.plan(config.preset("bert-tiny"), devices=1, batch=8)
+    large = plan.plan(config.preset("bert-tiny"), devices=1, batch=32)
+    assert 0 < small["modes"]["data"]["activations"] < large["modes"]["data"]["activations"]
+    assert small["modes"]["fsdp"]["activations"] == small["modes"]["data"]["activations"]
+
+
+def test_cli_prints_the_table_and_refuses_an_uneven_batch(capsys):
+    assert cli.main(["plan", "--preset", "bert-tiny", "--devices", "4", "--batch", "16", "--no-compile"]) == 0
+    out = capsys.readouterr().out
+    assert "bert-tiny: 4,433,468 parameters" in out and "fsdp" in out and "FLOPs per step" in out
+    assert cli.main(["plan", "--preset", "bert-tiny", "--devices", "3", "--batch", "16"]) == 2
+    assert "cannot be split evenly over 3 devices" in capsys.readouterr().err
+    with pytest.raises(JaxbertError, match="unknown preset"):
+        plan.plan(config.preset("bert-huge"), 1, 8)
