@@ -33,8 +33,9 @@ def run_dir(wikitext_slice, tmp_path_factory):
 
 def test_pretrain_writes_a_complete_run(run_dir):
     assert sorted(p.name for p in run_dir.iterdir()) == \
-        ["checkpoints", "config.json", "data.json", "loss.png", "metrics.jsonl", "tokenizer.json"]
+        ["checkpoints", "config.json", "data.json", "loss.png", "metrics.jsonl", "tensorboard", "tokenizer.json"]
     assert (run_dir / "checkpoints" / "4").is_dir()
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
 def test_pretrain_prints_the_books_summary_with_plausible_values(wikitext_slice, tmp_path, capsys):
