@@ -18,6 +18,7 @@ from jaxbert.rundir import write_atomic
 ACTIVATIONS = ("relu", "gelu")
 SCHEDULES = ("constant", "linear", "cosine")
 ALGORITHMS = ("adam", "lamb")
+DTYPES = ("float32", "bfloat16")
 OBJECTIVES = ("nsp", "sop", "mlm", "d2l")
 
 
@@ -52,6 +53,10 @@ class ModelConfig:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     tie_word_embeddings: bool = True  # MLM decoder shares the token embedding matrix
+    # The compute dtype: bfloat16 runs matmuls and activations in bf16 while parameters, gradients and optimizer
+    # state stay float32 (softmax and the losses in float32 too). Not exported: transformers reads `dtype` as the
+    # storage type of the weights, which stay float32.
+    dtype: str = "float32"
 
     def __post_init__(self):
         _positive(self, "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -62,6 +67,8 @@ class ModelConfig:
             raise JaxbertError(
                 f"model.hidden_size={self.hidden_size} is not divisible by model.num_attention_heads="
                 f"{self.num_attention_heads}; choose a number of heads that divides the hidden size")
+        if self.dtype not in DTYPES:
+            raise JaxbertError(f"model.dtype={self.dtype!r} is not supported; use one of {DTYPES}")
         if self.hidden_act not in ACTIVATIONS:
             raise JaxbertError(f"model.hidden_act={self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
         _probability(self, "hidden_dropout_prob", "attention_probs_dropout_prob")

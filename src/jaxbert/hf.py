@@ -101,8 +101,13 @@ def span_table(cfg: ModelConfig) -> list[Row]:
 
 # --- export ---------------------------------------------------------------------------------------------
 
+# ModelConfig fields with no BertConfig meaning: transformers' `dtype` is how the weights are stored, ours how
+# jaxbert computes (the exported weights are float32 either way).
+JAXBERT_ONLY = ("dtype",)
+
+
 def hf_config(cfg: ModelConfig, tok) -> dict:
-    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in JAXBERT_ONLY}
     return {"architectures": ["BertForPreTraining"], "model_type": "bert", **fields,
             "pad_token_id": tokenization.special_ids(tok).pad}
 
@@ -239,7 +244,7 @@ def check_tensors(weights: dict[str, np.ndarray], cfg: ModelConfig) -> None:
 
 def model_config(hf: dict, vocab_size: int) -> ModelConfig:
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    return ModelConfig(**{k: v for k, v in hf.items() if k in fields and k != "vocab_size"},
+    return ModelConfig(**{k: v for k, v in hf.items() if k in fields and k not in ("vocab_size", *JAXBERT_ONLY)},
                        vocab_size=hf.get("vocab_size", vocab_size))
 
 

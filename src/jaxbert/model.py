@@ -18,7 +18,8 @@ ACTIVATIONS = {"relu": jax.nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate
 
 
 def _dense(cfg: ModelConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(d_in, d_out, kernel_init=nnx.initializers.normal(cfg.initializer_range), rngs=rngs)
+    return nnx.Linear(d_in, d_out, kernel_init=nnx.initializers.normal(cfg.initializer_range), rngs=rngs,
+                      dtype=jnp.dtype(cfg.dtype))  # the compute dtype; parameters stay float32
 
 
 def _flat(dense: nnx.Linear, x):
@@ -28,19 +29,20 @@ def _flat(dense: nnx.Linear, x):
 
 
 def _layer_norm(cfg: ModelConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps, rngs=rngs)
+    return nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps, rngs=rngs, dtype=jnp.dtype(cfg.dtype))
 
 
 class Embeddings(nnx.Module):
     """Token + segment + learned position embeddings, then LayerNorm and dropout."""
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
-        init = nnx.initializers.normal(cfg.initializer_range)
-        self.word_embeddings = nnx.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init, rngs=rngs)
+        init, dtype = nnx.initializers.normal(cfg.initializer_range), jnp.dtype(cfg.dtype)
+        self.word_embeddings = nnx.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init, rngs=rngs,
+                                         dtype=dtype)
         self.position_embeddings = nnx.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=init,
-                                             rngs=rngs)
+                                             rngs=rngs, dtype=dtype)
         self.token_type_embeddings = nnx.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
-                                               rngs=rngs)
+                                               rngs=rngs, dtype=dtype)
         self.layer_norm = _layer_norm(cfg, rngs)
         self.dropout = nnx.Dropout(cfg.hidden_dropout_prob)
 
@@ -69,7 +71,8 @@ class Attention(nnx.Module):
         q, k, v = split(_flat(self.query, x)), split(_flat(self.key, x)), split(_flat(self.value, x))
         scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(x.dtype)  # (B, N, T, T)
         scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
-        probs = self.attention_dropout(jax.nn.softmax(scores, axis=-1), deterministic=deterministic, rngs=rngs)
+        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(x.dtype)  # float32 whatever the dtype
+        probs = self.attention_dropout(probs, deterministic=deterministic, rngs=rngs)
         context = jnp.einsum("bnts,bsnh->btnh", probs, v).reshape(b, t, -1)  # (B, T, D)
         out = self.dropout(_flat(self.output, context), deterministic=deterministic, rngs=rngs)
         return self.layer_norm(out + x)
@@ -107,8 +110,8 @@ class MLMHead(nnx.Module):
     def __call__(self, h, word_embeddings):
         b, p, d = h.shape
         h = self.layer_norm(self.act(self.transform(h.reshape(b * p, d))))  # (B*P, D), 2-D as in _flat
-        kernel = word_embeddings.T if self.decoder is None else self.decoder[...]  # (D, V)
-        return (h @ kernel + self.bias[...]).reshape(b, p, -1)  # (B, P, V)
+        kernel = (word_embeddings.T if self.decoder is None else self.decoder[...]).astype(h.dtype)  # (D, V)
+        return (h @ kernel + self.bias[...].astype(h.dtype)).reshape(b, p, -1)  # (B, P, V)
 
 
 class BertForPreTraining(nnx.Module):
