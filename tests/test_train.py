@@ -295,3 +295,9 @@ def test_bfloat16_compute_tracks_float32(wikitext_slice):
         assert metrics["bfloat16"][name] == pytest.approx(metrics["float32"][name], rel=0.01), name
     assert np.abs(curves["bfloat16"] - curves["float32"]).max() < 0.05, curves
     assert curves["float32"][-5:].mean() < curves["float32"][:5].mean() - 0.5  # the curves go somewhere
+
+
+def test_the_newest_checkpoints_are_kept(wikitext_slice, tmp_path):
+    train.run(tiny("train.steps=10", "train.checkpoint_every=2", "train.keep_checkpoints=3"), tmp_path / "run",
+              data_dir=wikitext_slice)
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [6, 8, 10]

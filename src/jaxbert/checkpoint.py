@@ -9,8 +9,9 @@ import jax
 import orbax.checkpoint as ocp
 
 
-def manager(run_dir: Path) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+def manager(run_dir: Path, keep: int = 2) -> ocp.CheckpointManager:
+    """Orbax's manager of RUN_DIR/checkpoints: saves run in the background and the newest `keep` are kept."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     return ocp.CheckpointManager(Path(run_dir).absolute() / "checkpoints", options=options)
 
 

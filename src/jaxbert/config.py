@@ -148,6 +148,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 4  # held-out batches per evaluation (0 = no evaluation)
     checkpoint_every: int = 500  # a checkpoint is also written at the last step
+    keep_checkpoints: int = 2  # the newest N are kept (written in the background by orbax)
     # Wall-clock budget in seconds (`--budget 10m`); 0 = off. When set, `steps` is fitted at the start of the run
     # to what the budget holds (timed on throwaway steps), so the learning-rate schedule ends at the budget.
     budget_s: float = 0.0
@@ -156,7 +157,8 @@ class TrainConfig:
     grad_accum_steps: int = 1
 
     def __post_init__(self):
-        _positive(self, "steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "grad_accum_steps")
+        _positive(self, "steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "grad_accum_steps",
+                  "keep_checkpoints")
         if self.batch_size % self.grad_accum_steps:
             raise JaxbertError(f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps="
                                f"{self.grad_accum_steps}; choose a divisor of the batch size")

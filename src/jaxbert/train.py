@@ -159,7 +159,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         cfg.save(run_dir / rundir.CONFIG)
         tx = optim.optimizer(cfg.optim, cfg.train.steps)
     learning_rate = optim.schedule(cfg.optim, cfg.train.steps)
-    mngr = checkpoint.manager(run_dir)
+    mngr = checkpoint.manager(run_dir, keep=cfg.train.keep_checkpoints)
     if resuming:
         step = rundir.latest_step(run_dir)
         params, opt_state = checkpoint.restore(mngr, step, state.params, state.opt_state)
@@ -273,7 +273,8 @@ def evaluate(eval_step, params, batches) -> dict:
 
 # What may change when a run is resumed: how far it goes and how often it reports. Everything else shapes the
 # steps already taken (model, data, optimizer and schedule, batch size, seeds), so it stays as the run was made.
-RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.checkpoint_every")
+RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.checkpoint_every",
+             "train.keep_checkpoints")
 
 
 def resumed_config(asked: Config, run_dir: Path, step: int) -> Config:
