@@ -1,8 +1,10 @@
-"""One device against eight: the same per-step losses in data-parallel and fully sharded modes (CPU devices
-forced by XLA_FLAGS in a subprocess, since JAX fixes its device count at start-up)."""
+"""One device against eight, and one process against two: the same per-step losses in data-parallel and fully
+sharded modes (CPU devices forced by XLA_FLAGS in a subprocess, since JAX fixes its device count at start-up;
+processes joined on 127.0.0.1)."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -13,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 
 import jaxbert
 from conftest import TINY
-from jaxbert import config, sharding, train
+from jaxbert import config, rundir, sharding, train
 from jaxbert.errors import JaxbertError
 
 STEPS = ["train.steps=6", "train.log_every=1", "train.eval_every=3", "train.checkpoint_every=3"]
@@ -83,3 +85,39 @@ def test_a_batch_the_devices_do_not_divide_is_refused(wikitext_slice, tmp_path):
     sharding.check_batch(eight, 64, grad_accum_steps=8)
     with pytest.raises(JaxbertError, match="a batch of 12 pairs .* cannot be split evenly over 8 devices"):
         sharding.check_batch(eight, 48, grad_accum_steps=4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("mode", ["data", "fsdp"])
+def test_two_processes_train_as_one(mode, one_device, wikitext_slice, tmp_path):
+    """`jaxbert pretrain --coordinator`: two processes with one CPU device each, each building only its half of
+    every batch, write one run whose metrics equal the one-process run's."""
+    port, run = free_port(), tmp_path / "run"
+    args = [sys.executable, "-m", "jaxbert.cli", "pretrain", "--preset", "d2l-tiny", "--data", str(wikitext_slice),
+            "--out", str(run), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    args += [a for s in TINY + STEPS + [f"mesh.mode={mode}"] for a in ("--set", s)]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    procs = [subprocess.Popen(args + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in (1, 0)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        assert "[CpuDevice(id=0), CpuDevice(id=" in out  # the summary names both processes' devices
+    two = losses(run)
+    assert two.keys() == one_device.keys()
+    for key in one_device:
+        np.testing.assert_allclose(two[key], one_device[key], rtol=2e-5, err_msg=str(key))
+    assert rundir.latest_step(run) == 6
+
+
+def test_a_process_id_outside_the_group_is_refused(capsys):
+    from jaxbert import cli
+
+    assert cli.main(["pretrain", "--out", "unused", "--coordinator", "127.0.0.1:1", "--num-processes", "2",
+                     "--process-id", "2"]) == 2
+    assert "--process-id 2 must lie in [0, --num-processes 2)" in capsys.readouterr().err

@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--budget", type=_duration, metavar="TIME",
                      help="train for this wall-clock time (e.g. 600s, 10m, 1h): train.steps is fitted at the "
                           "start, so the learning-rate schedule ends at the budget")
+    pre.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="train as one of --num-processes processes (one per host, or several on one machine), "
+                          "joined at process 0's HOST:PORT; start every process with the same arguments and its "
+                          "own --process-id")
+    pre.add_argument("--num-processes", type=int, default=1)
+    pre.add_argument("--process-id", type=int, default=0)
     mode = pre.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -159,6 +165,9 @@ def pretrain(args) -> None:
         raise JaxbertError("--budget fits train.steps when a run starts; a resumed run goes on to the steps it "
                            "was given, so drop --budget")
     cfg = config.override(base, args.set + ([f"train.budget_s={args.budget}"] if args.budget else []))
+    if args.coordinator:
+        from jaxbert import sharding
+        sharding.initialize(args.coordinator, args.num_processes, args.process_id)
     for line in train.run(cfg, args.out, data_dir=args.data, resume=args.resume, overwrite=args.overwrite):
         print(line)
 

@@ -16,17 +16,17 @@ class Reporter:
     """Appends metrics rows, redraws the plot, and keeps the throughput of each logged interval."""
 
     def __init__(self, metrics_path: Path, plot_path: Path, *, total_steps: int, start_step: int,
-                 pair_task: str | None = "NSP", tensorboard_dir: Path | None = None):
+                 pair_task: str | None = "NSP", tensorboard_dir: Path | None = None, primary: bool = True):
         """`pair_task` names the sentence-pair objective in the output (NSP or SOP; None for MLM only);
         its metrics keep the `nsp_` keys either way. Scalars also go to TensorBoard event files in
         `tensorboard_dir` (`train/<metric>`, `eval/<metric>`); a resumed run hides the old files' later steps."""
         self.metrics_path, self.plot_path = Path(metrics_path), Path(plot_path)
-        self.pair_task = pair_task
-        self.tb = None if tensorboard_dir is None else SummaryWriter(
+        self.pair_task, self.primary = pair_task, primary  # only the primary process writes anything
+        self.tb = None if tensorboard_dir is None or not primary else SummaryWriter(
             str(tensorboard_dir), purge_step=start_step + 1 if start_step else None)
-        self.rows = self._read_until(start_step)
+        self.rows = self._read_until(start_step) if primary else []
         self.rates: list[float] = []  # sentence pairs/s of each logged interval after the first
-        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, disable=not primary)
 
     def _read_until(self, step: int) -> list[dict]:
         """Rows of an earlier attempt up to the resumed step; later ones are dropped (they will be redone)."""
@@ -53,7 +53,8 @@ class Reporter:
         line = f"step {step}: held-out MLM loss {metrics['mlm_loss']:.3f} (acc {metrics['mlm_acc']:.3f})"
         if self.pair_task:
             line += f", {self.pair_task} loss {metrics['nsp_loss']:.3f} (acc {metrics['nsp_acc']:.3f})"
-        self.bar.write(line)
+        if self.primary:
+            self.bar.write(line)
         self.plot()
 
     def _scalars(self, split: str, step: int, metrics: dict) -> None:
@@ -70,10 +71,14 @@ class Reporter:
         # 7 significant digits, not decimals: early in a long warmup the learning rate is far below 1e-6.
         row = {k: (float(f"{v:.7g}") if isinstance(v, float) else v) for k, v in row.items()}
         self.rows.append(row)
+        if not self.primary:
+            return
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
     def plot(self) -> None:
+        if not self.primary:
+            return
         names = [("mlm", "MLM")] + ([("nsp", self.pair_task)] if self.pair_task else [])
         fig = Figure(figsize=(4.5 * len(names), 3.5))
         axes = fig.subplots(1, len(names), squeeze=False)

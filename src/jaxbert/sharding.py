@@ -74,3 +74,18 @@ def local_share(batch: dict) -> dict:
     """This process's rows of a batch every process holds whole (held-out batches)."""
     i, n = jax.process_index(), jax.process_count()
     return {k: v[len(v) // n * i:len(v) // n * (i + 1)] for k, v in batch.items()}
+
+
+def to_host(tree):
+    """NumPy copies of replicated arrays (metrics): this process's copy, so it works with one process or many
+    (where `jax.device_get` refuses arrays that span other processes' devices)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
+
+
+def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
+    """Join a group of `num_processes` processes (one per host, or several on one) before anything runs on a
+    device; on CPUs the collectives go through gloo."""
+    if not 0 <= process_id < num_processes:
+        raise JaxbertError(f"--process-id {process_id} must lie in [0, --num-processes {num_processes})")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from jaxbert import checkpoint, data, losses, optim, report, rundir, sharding
 from jaxbert import tokenization
@@ -108,7 +109,10 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     source = data.locate(data_dir)  # before touching run_dir: a bad --data changes nothing
     sharding.check_batch(sharding.make_mesh(cfg.mesh), cfg.train.batch_size, cfg.train.grad_accum_steps)
     fingerprint = data.fingerprint(source)
-    resuming = rundir.claim(run_dir, resume=resume, overwrite=overwrite)
+    # With several processes, process 0 claims the directory and writes the run's files; every process reads
+    # the data and trains (orbax coordinates the checkpoints), and they share one run directory.
+    primary = jax.process_index() == 0
+    resuming = rundir.claim(run_dir, resume=resume, overwrite=overwrite) if primary else resume
     if resuming:
         cfg = resumed_config(cfg, run_dir, rundir.latest_step(run_dir))
         tok = tokenization.load(run_dir / rundir.TOKENIZER)
@@ -118,8 +122,9 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
             raise JaxbertError(f"--resume: {source} is not the data this run was trained on ({recorded['source']}, "
                                f"fingerprint in {run_dir / rundir.DATA}); pass that --data")
         data.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)  # fails early if too small
-        cfg.save(run_dir / rundir.CONFIG)  # the run's config now says how far it goes
-        rundir.record_data(run_dir, source, fingerprint)
+        if primary:
+            cfg.save(run_dir / rundir.CONFIG)  # the run's config now says how far it goes
+            rundir.record_data(run_dir, source, fingerprint)
     else:
         try:  # every check before the first file is written: a refused run leaves no directory behind
             tok, train_set, eval_set = data.load(source, cfg.data)
@@ -129,13 +134,14 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
                                    f"({tok.get_vocab_size()} tokens); leave model.vocab_size at 0 or prepare "
                                    "the data with a matching tokenizer")
         except BaseException:
-            if not any(run_dir.iterdir()):
+            if primary and not any(run_dir.iterdir()):
                 run_dir.rmdir()
             raise
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
-        cfg.save(run_dir / rundir.CONFIG)  # first: a run killed from here on is one --overwrite can restart
-        tok.save(str(run_dir / rundir.TOKENIZER))
-        rundir.record_data(run_dir, source, fingerprint)
+        if primary:
+            cfg.save(run_dir / rundir.CONFIG)  # first: a run killed from here on is one --overwrite can restart
+            tok.save(str(run_dir / rundir.TOKENIZER))
+            rundir.record_data(run_dir, source, fingerprint)
 
     batch_size = cfg.train.batch_size
     mesh = sharding.make_mesh(cfg.mesh)
@@ -153,10 +159,14 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
             steps = fit_steps(cfg, graphdef, state, next_batch, eval_batches, started + cfg.train.budget_s,
                               mesh=mesh, state_shardings=state_shardings)
         except JaxbertError:
-            shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run behind
+            if primary:
+                shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run behind
             raise
+        if jax.process_count() > 1:  # every process trains process 0's fit
+            steps = int(multihost_utils.broadcast_one_to_all(np.int32(steps)))
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
-        cfg.save(run_dir / rundir.CONFIG)
+        if primary:
+            cfg.save(run_dir / rundir.CONFIG)
         tx = optim.optimizer(cfg.optim, cfg.train.steps)
     learning_rate = optim.schedule(cfg.optim, cfg.train.steps)
     mngr = checkpoint.manager(run_dir, keep=cfg.train.keep_checkpoints)
@@ -172,7 +182,8 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
                                        state_shardings=state_shardings)
     pair_task = {"nsp": "NSP", "d2l": "NSP", "sop": "SOP"}.get(cfg.data.objective)  # None: MLM only
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
-                          start_step=start, pair_task=pair_task, tensorboard_dir=run_dir / rundir.TENSORBOARD)
+                          start_step=start, pair_task=pair_task, tensorboard_dir=run_dir / rundir.TENSORBOARD,
+                          primary=primary)
     if eval_batches and start == 0:
         rep.eval(0, evaluate(eval_step, state.params, eval_batches))  # the baseline the curves fall from
     sums, interval_start, t0, first = None, start, time.perf_counter(), True
@@ -189,7 +200,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
             unchecked = []
         if logs:
             n = step - interval_start
-            means = {k: float(v) / n for k, v in jax.device_get(sums).items()}  # host-device sync
+            means = {k: float(v) / n for k, v in sharding.to_host(sums).items()}  # host-device sync
             means["learning_rate"] = float(learning_rate(step - 1))  # of this step's update (optax counts from 0)
             rep.train(step, means, n * batch_size / (time.perf_counter() - t0), first_interval=first)
             sums, interval_start, first = None, step, False
@@ -212,7 +223,7 @@ def check_finite(unchecked: list, mngr, rep, run_dir: Path, cfg: Config) -> None
     """Stop the run with the first step whose loss or gradient norm is not finite (NaN or inf), after the
     checkpoints already started are written: they hold only steps before it."""
     steps, values = zip(*unchecked)
-    values = np.asarray(jax.device_get(list(values)))  # host-device sync
+    values = np.asarray(sharding.to_host(list(values)))  # host-device sync
     bad = np.flatnonzero(~np.isfinite(values))
     if not len(bad):
         return
@@ -267,7 +278,7 @@ def fit_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batches
 
 def evaluate(eval_step, params, batches) -> dict:
     """Mean metrics over equally sized held-out batches (dropout off)."""
-    results = jax.device_get([eval_step(params, b) for b in batches])
+    results = sharding.to_host([eval_step(params, b) for b in batches])
     return {k: sum(float(r[k]) for r in results) / len(results) for k in results[0]}
 
 
