@@ -47,3 +47,11 @@ def test_cli_prints_the_table_and_refuses_an_uneven_batch(capsys):
     assert "cannot be split evenly over 3 devices" in capsys.readouterr().err
     with pytest.raises(JaxbertError, match="unknown preset"):
         plan.plan(config.preset("bert-huge"), 1, 8)
+
+
+def test_scanned_layers_plan_the_same_flops_and_remat_saves_activation_memory():
+    at = lambda *flags: plan.plan(config.override(config.preset("bert-mini"), list(flags)), devices=1, batch=16)
+    unrolled, scanned, remat = at(), at("model.scan_layers=true"), at("model.scan_layers=true", "model.remat=true")
+    assert unrolled["parameters"] == scanned["parameters"] == remat["parameters"]
+    assert unrolled["flops_per_step"] == scanned["flops_per_step"] == remat["flops_per_step"]
+    assert remat["modes"]["data"]["activations"] < 0.8 * scanned["modes"]["data"]["activations"], (scanned, remat)

@@ -57,6 +57,11 @@ class ModelConfig:
     # state stay float32 (softmax and the losses in float32 too). Not exported: transformers reads `dtype` as the
     # storage type of the weights, which stay float32.
     dtype: str = "float32"
+    # The encoder's layers as one stacked module applied with nnx.scan (compile time independent of depth; the
+    # parameters carry a leading layer axis), and rematerialisation (activations recomputed in the backward pass
+    # instead of stored: less memory, about a third more compute). Neither changes the function computed.
+    scan_layers: bool = False
+    remat: bool = False
 
     def __post_init__(self):
         _positive(self, "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",

@@ -103,7 +103,7 @@ def span_table(cfg: ModelConfig) -> list[Row]:
 
 # ModelConfig fields with no BertConfig meaning: transformers' `dtype` is how the weights are stored, ours how
 # jaxbert computes (the exported weights are float32 either way).
-JAXBERT_ONLY = ("dtype",)
+JAXBERT_ONLY = ("dtype", "scan_layers", "remat")
 
 
 def hf_config(cfg: ModelConfig, tok) -> dict:
@@ -129,6 +129,8 @@ def export(run_dir: Path, out_dir: Path) -> list[str]:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise JaxbertError(f"{out_dir} is not empty; choose a new output directory")
     flat = _flat(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    if cfg.model.scan_layers:
+        flat = unstack_layers(flat)
     squad = classifier and settings["task"] == "squad"
     table = (span_table if squad else classifier_table)(cfg.model) if classifier else name_table(cfg.model)
     tensors = {row.theirs: row.to_theirs(np.asarray(flat[row.ours], dtype=np.float32)) for row in table}
@@ -307,6 +309,18 @@ def _import_tokenizer(hf_dir: Path):
             lower = True
         return tokenization.wordpiece_from_vocab(hf_dir / "vocab.txt", lowercase=lower)
     raise JaxbertError(f"{hf_dir} holds no tokenizer.json or vocab.txt; a run needs its tokenizer")
+
+
+def unstack_layers(flat: dict[Path_, jax.Array]) -> dict[Path_, jax.Array]:
+    """A scan_layers model's (L, ...) parameters under `layers` as L per-layer ones, the unrolled layout."""
+    out = {}
+    for path, value in flat.items():
+        if "layers" not in path:
+            out[path] = value
+            continue
+        i = path.index("layers") + 1
+        out.update({path[:i] + (layer,) + path[i:]: value[layer] for layer in range(value.shape[0])})
+    return out
 
 
 def _flat(tree: dict, prefix: Path_ = ()) -> dict[Path_, jax.Array]:

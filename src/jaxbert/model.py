@@ -119,7 +119,13 @@ class BertForPreTraining(nnx.Module):
         if cfg.vocab_size <= 0:
             raise ValueError("ModelConfig.vocab_size must be set (from the tokenizer) before building the model")
         self.embeddings = Embeddings(cfg, rngs)
-        self.layers = nnx.List([Layer(cfg, rngs) for _ in range(cfg.num_hidden_layers)])
+        self.scan_layers, self.remat = cfg.scan_layers, cfg.remat
+        layers = [Layer(cfg, rngs) for _ in range(cfg.num_hidden_layers)]
+        if cfg.scan_layers:  # one Layer whose parameters stack the layers' on a leading axis: the same init
+            stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(nnx.state(layer) for layer in layers))
+            self.layers = nnx.merge(nnx.graphdef(layers[0]), stacked)
+        else:
+            self.layers = nnx.List(layers)
         self.pooler = _dense(cfg, cfg.hidden_size, cfg.hidden_size, rngs)
         self.mlm = MLMHead(cfg, rngs)
         self.nsp = _dense(cfg, cfg.hidden_size, 2, rngs)
@@ -129,9 +135,18 @@ class BertForPreTraining(nnx.Module):
         """Contextual vectors (B, T, D); positions at or past `valid_lens` are attended by no one."""
         key_mask = jnp.arange(input_ids.shape[1])[None, :] < valid_lens[:, None]  # (B, T)
         x = self.embeddings(input_ids, segment_ids, deterministic=deterministic, rngs=rngs)
-        for layer in self.layers:
-            x = layer(x, key_mask, deterministic=deterministic, rngs=rngs)
-        return x
+        call = lambda layer, x, r: layer(x, key_mask, deterministic=deterministic, rngs=r)
+        if self.remat:
+            call = nnx.remat(call)
+        if not self.scan_layers:
+            for layer in self.layers:
+                x = call(layer, x, rngs)
+            return x
+        # One dropout key per layer, scanned along with the layer's parameters.
+        keys = None if deterministic else jax.random.split(rngs.dropout(), self.layers.output.kernel.shape[0])
+        body = lambda x, layer, key: call(layer, x, None if key is None else nnx.Rngs(dropout=key))
+        return nnx.scan(body, in_axes=(nnx.Carry, 0, None if keys is None else 0), out_axes=nnx.Carry)(
+            x, self.layers, keys)
 
     def __call__(self, input_ids, segment_ids, valid_lens, masked_positions, *, deterministic: bool = True,
                  rngs: nnx.Rngs | None = None):

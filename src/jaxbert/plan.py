@@ -51,8 +51,6 @@ def plan(cfg: Config, devices: int, batch: int, *, compile_step: bool = True) ->
                            f"{devices}")
     if cfg.model.vocab_size == 0:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=30522))
-    from jaxbert import train  # the train step itself, lowered as the loop runs it
-
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     model = nnx.eval_shape(lambda: BertForPreTraining(cfg.model, rngs=nnx.Rngs(0)))
     graphdef, params = nnx.split(model, nnx.Param)
@@ -62,11 +60,15 @@ def plan(cfg: Config, devices: int, batch: int, *, compile_step: bool = True) ->
            "max_len": cfg.data.max_len, "vocab_size": cfg.model.vocab_size,
            "modes": {mode: {"parameters": _bytes(params, devices, mode), "gradients": _bytes(params, devices, mode),
                             "optimizer state": _bytes(opt_state, devices, mode)} for mode in MESH_MODES}}
-    state = train.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, opt_state=opt_state)
-    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0), with_nsp=cfg.data.objective != "mlm",
-                                     grad_accum_steps=cfg.train.grad_accum_steps)
-    lowered = train_step.lower(state, _abstract_batch(cfg, batch // devices))
-    cost = lowered.cost_analysis()
+    lowered = _lower(cfg, tx, graphdef, params, opt_state, batch // devices)
+    if cfg.model.scan_layers:  # XLA's cost analysis counts a loop's body once: count FLOPs on the unrolled step
+        unrolled = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, scan_layers=False, remat=False))
+        graphdef_u, params_u = nnx.split(nnx.eval_shape(lambda: BertForPreTraining(unrolled.model,
+                                                                                    rngs=nnx.Rngs(0))), nnx.Param)
+        cost = _lower(unrolled, tx, graphdef_u, params_u, jax.eval_shape(tx.init, params_u),
+                      batch // devices).cost_analysis()
+    else:
+        cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     out["flops_per_step"] = float(cost["flops"]) * devices if cost and "flops" in cost else None
     # 6 FLOPs per parameter per token for the encoder's matmuls (forward and backward), the MLM decoder only on
@@ -80,6 +82,16 @@ def plan(cfg: Config, devices: int, batch: int, *, compile_step: bool = True) ->
         for mode in MESH_MODES:
             out["modes"][mode]["activations"] = temp
     return out
+
+
+def _lower(cfg: Config, tx, graphdef, params, opt_state, rows: int):
+    """The train step, lowered as the loop runs it, at `rows` pairs per device."""
+    from jaxbert import train
+
+    state = train.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, opt_state=opt_state)
+    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0), with_nsp=cfg.data.objective != "mlm",
+                                     grad_accum_steps=cfg.train.grad_accum_steps)
+    return train_step.lower(state, _abstract_batch(cfg, rows))
 
 
 def _size(n: int | None) -> str:
