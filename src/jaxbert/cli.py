@@ -31,8 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("pretrain", help="pretrain a BERT on WikiText-2")
     pre.add_argument("--preset", help=f"one of: {', '.join(config.PRESETS)} (default d2l-tiny; "
                                       "a resumed run keeps its own)")
-    pre.add_argument("--data", help="a `jaxbert prepare` directory, or a folder with wiki.{train,valid}.tokens "
-                                    "(default $JAXBERT_DATA, else download WikiText-2)")
+    pre.add_argument("--data", nargs="+", metavar="DIR",
+                     help="a `jaxbert prepare` directory, several (a corpus prepared in parts, trained on as one in "
+                          "the order given), or a folder with wiki.{train,valid}.tokens (default $JAXBERT_DATA, "
+                          "else download WikiText-2)")
     pre.add_argument("--out", required=True, type=Path, help="run directory to create")
     pre.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override one config field, e.g. train.steps=200 (repeatable)")

@@ -33,10 +33,34 @@ Batch = dict[str, np.ndarray]  # the fields of masking.FIELDS, leading axis B
 
 
 @dataclasses.dataclass(frozen=True)
+class Parts:
+    """The token arrays of several prepared directories, numbered as one concatenated array; a batch copies out
+    only the segments it needs."""
+
+    arrays: tuple[np.ndarray, ...]  # memory-mapped
+    starts: np.ndarray  # (parts + 1,) where each part begins in the joint numbering, then the total
+
+    def gather(self, *spans: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(buffer, each span set's starts in it) for (start, length) arrays in the joint numbering; a
+        document, hence a segment, never crosses parts."""
+        pieces, new_starts, at = [], [], 0
+        for start, length in spans:
+            part = np.searchsorted(self.starts, start, side="right") - 1
+            local = start - self.starts[part]
+            out = np.zeros_like(start)
+            for k in np.flatnonzero(length > 0):
+                pieces.append(self.arrays[part[k]][local[k]:local[k] + length[k]])
+                out[k], at = at, at + length[k]
+            new_starts.append(out)
+        dtype = self.arrays[0].dtype
+        return (np.concatenate(pieces).astype(dtype, copy=False) if pieces else np.zeros(0, dtype)), new_starts
+
+
+@dataclasses.dataclass(frozen=True)
 class InstanceSet:
     """A split's instances over its token array, turned into rows and masked when a batch is asked for."""
 
-    tokens: np.ndarray  # (total tokens,) every sentence's ids, document after document (memory-mapped or not)
+    tokens: "np.ndarray | Parts"  # (total tokens,) every sentence's ids, document after document (memory-mapped)
     inst: instances.Instances
     cfg: DataConfig
     specials: tokenization.SpecialIds
@@ -51,8 +75,11 @@ class InstanceSet:
     def take(self, idx: np.ndarray, epoch: int = 0) -> Batch:
         """Instances `idx` in the batch contract, masked as in `epoch`."""
         i = self.inst.take(idx)
+        tokens, a_start, b_start = self.tokens, i.a_start, i.b_start
+        if isinstance(tokens, Parts):  # only these rows' segments are read, from the parts that hold them
+            tokens, (a_start, b_start) = tokens.gather((i.a_start, i.a_len), (i.b_start, i.b_len))
         # Static masking: the same for an example in every epoch (as BERT); dynamic: drawn afresh (RoBERTa).
-        arrays = masking.rows(self.tokens, i.a_start, i.a_len, i.b_start, i.b_len, idx, max_len=self.cfg.max_len,
+        arrays = masking.rows(tokens, a_start, i.a_len, b_start, i.b_len, idx, max_len=self.cfg.max_len,
                               specials=self.specials, vocab_size=self.vocab_size, mask_prob=self.cfg.mask_prob,
                               num_predictions=self.cfg.num_predictions, seed=self.seed, stream=self.stream,
                               epoch=epoch if self.cfg.dynamic_masking else 0, word_start=self.word_start)
@@ -152,14 +179,35 @@ def _instance_set(tokens: np.ndarray, sentence_lengths: np.ndarray, document_sen
                        word_start=word_start, seed=cfg.seed, stream=stream)
 
 
-def locate(data: str | Path | None) -> Path:
-    """A prepared directory as it is, else the WikiText-2 folder (`corpus.locate_wikitext2`)."""
+Source = Path | tuple[Path, ...]  # one folder, or several prepared directories trained on as one
+
+
+def locate(data: str | Path | list | tuple | None) -> Source:
+    """A prepared directory as it is, several prepared directories as a tuple in the order given, else the
+    WikiText-2 folder (`corpus.locate_wikitext2`)."""
+    if isinstance(data, (list, tuple)):
+        if len(data) > 1:
+            for folder in data:
+                if not prepare.is_prepared(folder):
+                    raise JaxbertError(f"several --data folders must each be a `jaxbert prepare` directory, and "
+                                       f"{folder} is not one; prepare it, or pass one folder")
+            if len({Path(f).resolve() for f in data}) < len(data):
+                raise JaxbertError("a --data directory is given twice; pass each prepared part once")
+            return tuple(Path(f) for f in data)
+        data = data[0] if data else None
     return Path(data) if data and prepare.is_prepared(data) else corpus.locate_wikitext2(data)
 
 
-def fingerprint(data: Path) -> str:
+def describe(source: Source) -> str:
+    return " ".join(map(str, source)) if isinstance(source, tuple) else str(source)
+
+
+def fingerprint(data: Source) -> str:
     """SHA-256 of what a run's batches are made from, wherever it lies: a WikiText folder's two files; a prepared
-    directory's tokenizer, options, counts and sentence/document lengths (its token array may be huge)."""
+    directory's tokenizer, options, counts and sentence/document lengths (its token array may be huge); for
+    several directories, theirs in order."""
+    if isinstance(data, tuple):
+        return hashlib.sha256(" ".join(["parts", *map(fingerprint, data)]).encode()).hexdigest()
     digest = hashlib.sha256()
     if prepare.is_prepared(data):
         manifest = prepare.read_manifest(data)
@@ -178,18 +226,49 @@ def fingerprint(data: Path) -> str:
     return digest.hexdigest()
 
 
-def load(data: Path, cfg: DataConfig, tok: Tokenizer | None = None):
-    """(tokenizer, train set, held-out set or None) from a prepared directory or a WikiText folder."""
+def load(data: Source, cfg: DataConfig, tok: Tokenizer | None = None):
+    """(tokenizer, train set, held-out set or None) from prepared directories or a WikiText folder."""
+    if isinstance(data, tuple):
+        return load_parts(data, cfg, tok)
     return load_prepared(data, cfg, tok) if prepare.is_prepared(data) else load_wikitext2(data, cfg, tok)
+
+
+def load_parts(folders: tuple[Path, ...], cfg: DataConfig, tok: Tokenizer | None = None):
+    """Several prepared directories (a corpus prepared in parts, by file) as one: their documents in the order
+    given, one global order over all their instances, every part made with one tokenizer."""
+    manifests = [prepare.read_manifest(f) for f in folders]
+    for folder, manifest in zip(folders[1:], manifests[1:]):
+        if manifest["tokenizer_fingerprint"] != manifests[0]["tokenizer_fingerprint"]:
+            raise JaxbertError(f"{folder} was prepared with another tokenizer than {folders[0]}; prepare every part "
+                               "with one tokenizer (jaxbert prepare --tokenizer)")
+    own = _tokenizer_of(folders[0], manifests[0], tok)
+    sets = []
+    for stream, split in enumerate(prepare.SPLITS):
+        opened = [a for a in (prepare.open_split(f, split, m) for f, m in zip(folders, manifests)) if a is not None]
+        if not opened:
+            sets.append(None)
+            continue
+        sizes = np.cumsum([0] + [len(tokens) for tokens, _, _ in opened])
+        tokens = Parts(tuple(t for t, _, _ in opened), sizes)
+        lengths, documents = (np.concatenate([a[k] for a in opened]) for k in (1, 2))
+        sets.append(_instance_set(tokens, lengths, documents, own, cfg, stream=stream,
+                                  name=f"the {split} split of {len(folders)} prepared directories"))
+    return own, sets[0], sets[1]
+
+
+def _tokenizer_of(folder: Path, manifest: dict, tok: Tokenizer | None) -> Tokenizer:
+    """The directory's tokenizer; `tok` (a resumed run's) must be the one it was made with."""
+    own = tokenization.load(Path(folder) / "tokenizer.json")
+    if tok is not None and tokenization.fingerprint(tok) != manifest["tokenizer_fingerprint"]:
+        raise JaxbertError(f"{folder} was prepared with another tokenizer than this run's; prepare the corpus "
+                           "with the run's tokenizer.json, or start a new run")
+    return own
 
 
 def load_prepared(folder: Path, cfg: DataConfig, tok: Tokenizer | None = None):
     """Instances of a `jaxbert prepare` directory; `tok` (a resumed run's) must be the one it was made with."""
     manifest = prepare.read_manifest(folder)
-    own = tokenization.load(Path(folder) / "tokenizer.json")
-    if tok is not None and tokenization.fingerprint(tok) != manifest["tokenizer_fingerprint"]:
-        raise JaxbertError(f"{folder} was prepared with another tokenizer than this run's; prepare the corpus "
-                           "with the run's tokenizer.json, or start a new run")
+    own = _tokenizer_of(folder, manifest, tok)
     sets = []
     for stream, split in enumerate(prepare.SPLITS):
         arrays = prepare.open_split(folder, split, manifest)

@@ -84,7 +84,7 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def record_data(run_dir: Path, source: Path, fingerprint: str) -> None:
+def record_data(run_dir: Path, source: str, fingerprint: str) -> None:
     write_atomic(Path(run_dir) / DATA, json.dumps({"source": str(source), "fingerprint": fingerprint}, indent=2) + "\n")
 
 

@@ -119,12 +119,12 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         _, train_set, eval_set = data.load(source, cfg.data, tok)  # names a tokenizer mismatch first
         recorded = rundir.recorded_data(run_dir)
         if recorded and recorded["fingerprint"] != fingerprint:
-            raise JaxbertError(f"--resume: {source} is not the data this run was trained on ({recorded['source']}, "
-                               f"fingerprint in {run_dir / rundir.DATA}); pass that --data")
+            raise JaxbertError(f"--resume: {data.describe(source)} is not the data this run was trained on "
+                               f"({recorded['source']}, fingerprint in {run_dir / rundir.DATA}); pass that --data")
         data.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)  # fails early if too small
         if primary:
             cfg.save(run_dir / rundir.CONFIG)  # the run's config now says how far it goes
-            rundir.record_data(run_dir, source, fingerprint)
+            rundir.record_data(run_dir, data.describe(source), fingerprint)
     else:
         try:  # every check before the first file is written: a refused run leaves no directory behind
             tok, train_set, eval_set = data.load(source, cfg.data)
@@ -141,7 +141,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         if primary:
             cfg.save(run_dir / rundir.CONFIG)  # first: a run killed from here on is one --overwrite can restart
             tok.save(str(run_dir / rundir.TOKENIZER))
-            rundir.record_data(run_dir, source, fingerprint)
+            rundir.record_data(run_dir, data.describe(source), fingerprint)
 
     batch_size = cfg.train.batch_size
     mesh = sharding.make_mesh(cfg.mesh)
