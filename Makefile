@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= $(or $(JAXBERT_DATA),$(wildcard ../shared/data/wikitext-2))
 RUN ?= runs/d2l-tiny
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-slow bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ demo: $(BIN)/.installed
 	$(BIN)/jaxbert encode $(RUN) "a crane is flying"
 	$(BIN)/jaxbert encode $(RUN) --pair "a crane driver came" "he just left"
 
+# The quick suite (under 10 minutes on 2 cores); test-slow runs the tests marked slow (several processes,
+# kill -9, bert-base, long runs). CI runs both.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m slow
 
 # Benchmarks need the shared data folder (SHARED, default ../shared/data) and, for the comparison with the
 # book's code, PyTorch (CPU) and d2l 1.0.3 (without its pinned dependencies).

@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from conftest import TINY
 from jaxbert import config, rundir, train
@@ -43,6 +44,7 @@ def start(run_dir, data_dir):
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_kill_9_anywhere_then_resume_gives_the_uninterrupted_run(wikitext_slice, tmp_path):
     straight = tmp_path / "straight"
     train.run(config.override(config.preset("d2l-tiny"), SETS), straight, data_dir=wikitext_slice)

@@ -49,6 +49,7 @@ def glue_dir(run_dir, tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_glue_reports_both_initialisations_over_seeds(run_dir, glue_dir, tmp_path, monkeypatch, capsys):
     quick = {name: FinetuneConfig(task=name, max_len=16, epochs=5, learning_rate=3e-3) for name in glue.FOLDERS}
     monkeypatch.setattr(glue, "SETTINGS", quick)

@@ -1,9 +1,13 @@
 """`jaxbert plan`: parameter counts against transformers' own, sizes per sharding mode, FLOPs against the
 usual estimate, and the compiled step's activation memory."""
 
+import json
+import math
+
 import pytest
 
-from jaxbert import cli, config, plan
+from conftest import plausible_summary
+from jaxbert import cli, config, plan, train
 from jaxbert.errors import JaxbertError
 
 # BertForPreTraining's parameter counts at a 30,522-token vocabulary (bert-base-uncased's 110,106,428 is the
@@ -49,9 +53,27 @@ def test_cli_prints_the_table_and_refuses_an_uneven_batch(capsys):
         plan.plan(config.preset("bert-huge"), 1, 8)
 
 
+@pytest.mark.slow
 def test_scanned_layers_plan_the_same_flops_and_remat_saves_activation_memory():
     at = lambda *flags: plan.plan(config.override(config.preset("bert-mini"), list(flags)), devices=1, batch=16)
     unrolled, scanned, remat = at(), at("model.scan_layers=true"), at("model.scan_layers=true", "model.remat=true")
     assert unrolled["parameters"] == scanned["parameters"] == remat["parameters"]
     assert unrolled["flops_per_step"] == scanned["flops_per_step"] == remat["flops_per_step"]
     assert remat["modes"]["data"]["activations"] < 0.8 * scanned["modes"]["data"]["activations"], (scanned, remat)
+
+
+@pytest.mark.slow
+def test_bert_base_trains_a_few_steps_on_this_cpu(wikitext_slice, tmp_path):
+    """The preset as planned, at a small batch: finite losses near chance that fall on a repeated batch."""
+    cfg = config.override(config.preset("bert-base"), ["train.batch_size=4", "data.max_len=64", "train.steps=6",
+                                                       "train.log_every=1", "train.eval_every=100",
+                                                       "train.checkpoint_every=100", "optim.warmup_steps=0",
+                                                       "optim.learning_rate=1e-4", "data.min_freq=2"])
+    summary = train.run(cfg, tmp_path / "run", data_dir=wikitext_slice)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r.get("split") == "train"]
+    assert [r["step"] for r in train_rows] == list(range(1, 7))
+    vocab = config.Config.load(tmp_path / "run" / "config.json").model.vocab_size
+    losses = plausible_summary(summary[0], vocab)
+    assert set(losses) == {"mlm", "nsp"} and all(math.isfinite(r["grad_norm"]) for r in train_rows)
+    assert config.Config.load(tmp_path / "run" / "config.json").model.num_hidden_layers == 12

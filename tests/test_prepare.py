@@ -178,6 +178,7 @@ def test_resume_refuses_data_prepared_with_another_tokenizer(prepared, tmp_path)
                   resume=True)
 
 
+@pytest.mark.slow
 def test_wikitext2_with_berts_vocabulary_trains_each_objective(wikitext_slice, wikitext_dir, tmp_path):
     tok = tokenization.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
     prepare.prepare([wikitext_slice / "wiki.train.tokens"], tmp_path / "prep", tok,

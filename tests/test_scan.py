@@ -126,12 +126,14 @@ def compile_seconds(layers: int) -> float:
     return time.perf_counter() - start
 
 
+@pytest.mark.slow
 def test_bert_large_compiles_in_about_the_time_of_two_of_its_layers():
     """With the layers scanned, 24 layers compile in about the time of 2 (unrolled, 12 times the code)."""
     two, large = compile_seconds(2), compile_seconds(24)
     assert large < 2.0 * two + 2.0, (two, large)
 
 
+@pytest.mark.slow
 def test_a_scanned_run_trains_like_an_unrolled_one_and_exports(wikitext_slice, tmp_path):
     transformers = pytest.importorskip("transformers")
     from hf_reference import RTOL, compare

@@ -48,6 +48,7 @@ def one_device(wikitext_slice, tmp_path_factory):
     return losses(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["data", "fsdp"])
 def test_eight_devices_train_as_one(mode, one_device, wikitext_slice, tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
@@ -93,6 +94,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["data", "fsdp"])
 def test_two_processes_train_as_one(mode, one_device, wikitext_slice, tmp_path):
     """`jaxbert pretrain --coordinator`: two processes with one CPU device each, each building only its half of

@@ -118,6 +118,7 @@ def learning_rates(run_dir):
     return [(r["step"], r["learning_rate"]) for r in rows(run_dir, "train")]
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_learning_rate_of_steps_taken(wikitext_slice, tmp_path):
     # Linear decay to 0 at train.steps: growing train.steps past the warmup would rewrite the steps taken.
     decaying = ("optim.schedule=linear", "optim.warmup_steps=2")
@@ -153,6 +154,7 @@ def test_both_heads_can_fit_a_fixed_batch(wikitext_slice):
     assert float(after["nsp_acc"]) == 1.0
 
 
+@pytest.mark.slow
 def test_budget_fits_the_schedule_to_the_wall_clock(wikitext_slice, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["pretrain", "--data", str(wikitext_slice), "--out", str(run), "--budget", "30s",
