@@ -35,7 +35,9 @@ SHARED ?= ../shared/data
 bench: $(BIN)/.installed
 	$(BIN)/pip install --quiet torch==2.13.0 pandas requests ipython matplotlib-inline
 	$(BIN)/pip install --quiet --no-deps d2l==1.0.3
-	cd benchmarks && ../$(BIN)/python train_throughput.py --data ../$(SHARED)/wikitext-2
+	cd benchmarks && ../$(BIN)/python peers.py --data ../$(SHARED)/wikitext-2
+	cd benchmarks && ../$(BIN)/python w1_profile.py --data ../$(SHARED)/wikitext-2
+	cd benchmarks && ../$(BIN)/python compile_depth.py
 	cd benchmarks && ../$(BIN)/python xla_cpu_layouts.py
 	cd benchmarks && ../$(BIN)/python prepare_vs_d2l.py --data ../$(SHARED)/wikitext-2
 	cd benchmarks && ../$(BIN)/python prepare_scale.py --data ../$(SHARED)

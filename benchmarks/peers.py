@@ -1,0 +1,266 @@
+"""W1 side by side: the seed's workload (d2l-tiny, batch 512, max_len 64, 10 prediction slots, Adam) in jaxbert
+and its peers, each in a fresh process, on the same real WikiText-2 batches.
+
+    python benchmarks/peers.py --data ../shared/data/wikitext-2 [--steps 20] [--warmup 3] [--systems ...]
+
+Needs PyTorch (CPU) and, for the book's code, d2l 1.0.3 (`make bench` installs both). Per system: the first
+step (compilation included) and the median of the steady steps after `--warmup`, pairs/s, peak resident memory,
+the first step's loss, and the model's FLOP rate as a share of the matmul peaks measured in the same run (XLA's
+count of jaxbert's float32 step stands for every system: they run the same layer shapes).
+
+Systems:
+- jaxbert, float32 and `model.dtype=bfloat16`: `train.make_steps`, the loop `jaxbert pretrain` runs;
+- the book's PyTorch code (d2l 1.0.3 `BERTModel` and `_get_batch_loss_bert`, Adam), eager;
+- transformers `BertForPreTraining` shaped as d2l-tiny (ReLU, untied decoder), its MLM head on the gathered
+  prediction slots and jaxbert's loss: eager, under `torch.compile`, and under CPU autocast to bfloat16.
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SYSTEMS = ("jaxbert", "jaxbert-bf16", "d2l", "transformers", "transformers-compile", "transformers-bf16")
+
+
+def w1_batches(data_dir: str, count: int, out: Path) -> tuple[int, dict]:
+    """The first `count` W1 batches, saved for the workers; returns the vocabulary size."""
+    from jaxbert import config, corpus, data
+
+    cfg = config.preset("d2l-tiny")
+    tok, train_set, _ = data.load_wikitext2(corpus.locate_wikitext2(data_dir), cfg.data)
+    batches = [train_set.batch(step, cfg.train.batch_size) for step in range(count)]
+    np.savez(out, **{f"{k}_{i}": v for i, b in enumerate(batches) for k, v in b.items()})
+    return tok.get_vocab_size(), batches[0]
+
+
+def load_batches(path: Path) -> list[dict]:
+    stored = np.load(path)
+    count = 1 + max(int(k.rsplit("_", 1)[1]) for k in stored.files)
+    return [{k.rsplit("_", 1)[0]: stored[k] for k in stored.files if k.endswith(f"_{i}")} for i in range(count)]
+
+
+def timed(step, batches: list[dict]) -> dict:
+    """Run `step(batch) -> loss` over the batches, blocking on each result."""
+    times, losses = [], []
+    for batch in batches:
+        start = time.perf_counter()
+        losses.append(float(step(batch)))
+        times.append(time.perf_counter() - start)
+    return {"times": times, "first_loss": losses[0], "last_loss": losses[-1]}
+
+
+def run_jaxbert(batches, vocab_size, bf16: bool):
+    import jax
+
+    from jaxbert import config, optim, train
+
+    cfg = config.override(config.preset("d2l-tiny"), [f"model.vocab_size={vocab_size}"]
+                          + (["model.dtype=bfloat16"] if bf16 else []))
+    tx = optim.optimizer(cfg.optim, cfg.train.steps)
+    graphdef, state = train.init_state(cfg, tx)
+    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0))
+    box = [state]
+
+    def step(batch):
+        box[0], metrics = train_step(box[0], batch)
+        return metrics["loss"]
+
+    return timed(step, batches)
+
+
+def run_d2l(batches, vocab_size):
+    import types
+
+    import torch
+    from torch import nn
+
+    if "torchvision" not in sys.modules:  # d2l's torch module imports it; BERT never uses it
+        stand_in = types.ModuleType("torchvision")
+        stand_in.transforms = types.ModuleType("torchvision.transforms")
+        sys.modules["torchvision"], sys.modules["torchvision.transforms"] = stand_in, stand_in.transforms
+    from d2l import torch as d2l
+
+    torch.manual_seed(0)
+    net = d2l.BERTModel(vocab_size, num_hiddens=128, ffn_num_hiddens=256, num_heads=2, num_blks=2, dropout=0.2)
+    loss = nn.CrossEntropyLoss()
+    b = {k: torch.from_numpy(v) for k, v in batches[0].items()}
+    net(b["input_ids"].long(), b["segment_ids"].long(), b["valid_lens"].float(), b["masked_positions"].long())
+    trainer = torch.optim.Adam(net.parameters(), lr=0.01)  # the book's train_bert
+
+    def step(batch):
+        t = {k: torch.from_numpy(v) for k, v in batch.items()}
+        trainer.zero_grad()
+        _, _, total = d2l._get_batch_loss_bert(
+            net, loss, vocab_size, t["input_ids"].long(), t["segment_ids"].long(), t["valid_lens"].float(),
+            t["masked_positions"].long(), t["masked_weights"].float(), t["masked_ids"].long(),
+            t["nsp_labels"].long())
+        total.backward()
+        trainer.step()
+        return total.detach()
+
+    return timed(step, batches)
+
+
+def transformers_model(vocab_size):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    hf_cfg = transformers.BertConfig(vocab_size=vocab_size, hidden_size=128, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=256, hidden_act="relu",
+                                     hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2,
+                                     max_position_embeddings=64, tie_word_embeddings=False)
+    return transformers.BertForPreTraining(hf_cfg).train()
+
+
+def transformers_loss(model, t):
+    """jaxbert's loss (losses.py) on transformers' modules, the MLM head run on the gathered slots only."""
+    import torch
+    import torch.nn.functional as F
+
+    ids, valid = t["input_ids"].long(), t["valid_lens"].long()
+    mask = (torch.arange(ids.shape[1])[None] < valid[:, None]).long()
+    out = model.bert(input_ids=ids, token_type_ids=t["segment_ids"].long(), attention_mask=mask)
+    gathered = torch.gather(out.last_hidden_state, 1,
+                            t["masked_positions"].long()[..., None].expand(-1, -1, out.last_hidden_state.shape[-1]))
+    logits = model.cls.predictions(gathered).float()
+    w = t["masked_weights"].float()
+    ce = F.cross_entropy(logits.flatten(0, 1), t["masked_ids"].long().flatten(), reduction="none").view_as(w)
+    mlm = (ce * w).sum() / w.sum().clamp(min=1.0)
+    # transformers' NSP class 0 is "B follows A", jaxbert's class 1 (the export swaps the head's rows).
+    nsp = F.cross_entropy(model.cls.seq_relationship(out.pooler_output).float(), 1 - t["nsp_labels"].long())
+    return mlm + nsp
+
+
+def run_transformers(batches, vocab_size, mode: str):
+    import torch
+
+    model = transformers_model(vocab_size)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def train_step(t):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+            loss = transformers_loss(model, t)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    fn = torch.compile(train_step) if mode == "compile" else train_step
+    return timed(lambda batch: fn({k: torch.from_numpy(v) for k, v in batch.items()}), batches)
+
+
+def worker(system: str, batches_path: Path, vocab_size: int) -> dict:
+    batches = load_batches(batches_path)
+    runners = {"jaxbert": lambda: run_jaxbert(batches, vocab_size, False),
+               "jaxbert-bf16": lambda: run_jaxbert(batches, vocab_size, True),
+               "d2l": lambda: run_d2l(batches, vocab_size),
+               "transformers": lambda: run_transformers(batches, vocab_size, "eager"),
+               "transformers-compile": lambda: run_transformers(batches, vocab_size, "compile"),
+               "transformers-bf16": lambda: run_transformers(batches, vocab_size, "bf16")}
+    result = runners[system]()
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def matmul_peaks(n: int = 2048, repeats: int = 7) -> dict:
+    """GFLOP/s of an n^3 matmul, median of `repeats`, in JAX (float32, bfloat16) and PyTorch (float32, bfloat16)."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        a = jnp.ones((n, n), dtype)
+        f = jax.jit(lambda x: x @ x)
+        f(a).block_until_ready()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            f(a).block_until_ready()
+            times.append(time.perf_counter() - start)
+        out[f"jax {dtype}"] = 2 * n ** 3 / statistics.median(times) / 1e9
+        t = torch.ones((n, n), dtype=getattr(torch, dtype))
+        t @ t
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            t @ t
+            times.append(time.perf_counter() - start)
+        out[f"torch {dtype}"] = 2 * n ** 3 / statistics.median(times) / 1e9
+    return out
+
+
+def step_flops(vocab_size: int, batch: dict) -> float:
+    """XLA's FLOP count of jaxbert's float32 W1 step (the same layer shapes every system runs)."""
+    import jax
+
+    from jaxbert import config, optim, train
+
+    cfg = config.override(config.preset("d2l-tiny"), [f"model.vocab_size={vocab_size}"])
+    tx = optim.optimizer(cfg.optim, cfg.train.steps)
+    graphdef, state = train.init_state(cfg, tx)
+    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0))
+    cost = train_step.lower(state, batch).cost_analysis()
+    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="folder with wiki.train.tokens (default $JAXBERT_DATA)")
+    ap.add_argument("--steps", type=int, default=20, help="steady steps timed after the warmup")
+    ap.add_argument("--warmup", type=int, default=3, help="first steps left out (compilation)")
+    ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    ap.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
+    ap.add_argument("--batches", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.batches, args.vocab_size)))
+        return
+
+    from machine import cpu_line
+
+    print(cpu_line())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "w1.npz"
+        vocab_size, first = w1_batches(args.data, args.warmup + args.steps, path)
+        flops = step_flops(vocab_size, first)
+        peaks = matmul_peaks()
+        print("matmul peaks (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+        print(f"W1: vocabulary {vocab_size}, {flops:.3g} FLOP per step (XLA's count of jaxbert's float32 step)")
+        results = {}
+        for system in args.systems:
+            proc = subprocess.run([sys.executable, __file__, "--worker", system, "--batches", str(path),
+                                   "--vocab-size", str(vocab_size)], capture_output=True, text=True,
+                                  cwd=Path(__file__).parent)
+            if proc.returncode:
+                print(f"{system}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            results[system] = json.loads(proc.stdout.strip().splitlines()[-1])
+    batch = 512
+    fp32_peak = max(v for k, v in peaks.items() if k.endswith("float32"))
+    bf16_peak = max(v for k, v in peaks.items() if k.endswith("bfloat16"))
+    print("\n| system | median pairs/s | median step (s) | first step (s) | peak RSS (MB) | GFLOP/s | "
+          "% fp32 peak | % bf16 peak | first loss |\n|---|---|---|---|---|---|---|---|---|")
+    for system, r in results.items():
+        step = statistics.median(r["times"][args.warmup:])
+        rate = flops / step / 1e9
+        print(f"| {system} | {batch / step:.1f} | {step:.3f} | {r['times'][0]:.2f} | {r['peak_rss_mb']:.0f} | "
+              f"{rate:.0f} | {100 * rate / fp32_peak:.0f}% | {100 * rate / bf16_peak:.0f}% | "
+              f"{r['first_loss']:.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps({"peaks": peaks, "flops": flops, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
