@@ -91,3 +91,21 @@ def test_dropout_is_active_only_in_training():
     assert jnp.array_equal(a, model.encode(ids, segments, valid))
     b = model.encode(ids, segments, valid, deterministic=False, rngs=nnx.Rngs(dropout=1))
     assert not jnp.allclose(a, b)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.2, 0.5])
+def test_dropout_drops_at_its_rate_and_keeps_the_mean(rate):
+    from jaxbert.model import Dropout
+
+    x = jnp.ones((64, 64, 128)) * 3.0
+    y = np.asarray(Dropout(rate)(x, deterministic=False, rngs=nnx.Rngs(dropout=0)))
+    dropped = (y == 0).mean()
+    assert abs(dropped - rate) < 4 * np.sqrt(rate * (1 - rate) / y.size), dropped  # 4 standard errors
+    assert np.allclose(y[y != 0], 3.0 / (1 - rate), rtol=1e-4)
+    assert abs(y.mean() - 3.0) < 0.02
+    # Neighbouring elements share a 32-bit word but not their bits: drops are not paired.
+    pairs = (y.reshape(-1, 2) == 0).sum(axis=1)
+    assert abs((pairs == 2).mean() - rate ** 2) < 0.01
+    other = np.asarray(Dropout(rate)(x, deterministic=False, rngs=nnx.Rngs(dropout=1)))
+    assert not np.array_equal(y == 0, other == 0)
+    assert np.array_equal(np.asarray(Dropout(rate)(x, deterministic=True, rngs=None)), np.asarray(x))

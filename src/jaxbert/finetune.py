@@ -30,7 +30,7 @@ from jaxbert import tokenization
 from jaxbert.config import Config, FinetuneConfig, ModelConfig, OptimConfig
 from jaxbert.encode import restore_run
 from jaxbert.errors import JaxbertError
-from jaxbert.model import BertForPreTraining
+from jaxbert.model import BertForPreTraining, Dropout
 
 SETTINGS = "finetune.json"
 
@@ -40,7 +40,7 @@ class Classifier(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, num_labels: int, *, rngs: nnx.Rngs):
         self.bert = BertForPreTraining(cfg, rngs=rngs)
-        self.dropout = nnx.Dropout(cfg.hidden_dropout_prob)
+        self.dropout = Dropout(cfg.hidden_dropout_prob)
         self.classifier = nnx.Linear(cfg.hidden_size, num_labels, rngs=rngs,
                                      kernel_init=nnx.initializers.normal(cfg.initializer_range))
 
