@@ -30,29 +30,65 @@ class TrainState:
     opt_state: optax.OptState
 
 
-def forward(graphdef, params, batch, *, deterministic: bool, with_nsp: bool, rngs: nnx.Rngs | None = None):
-    """MLM and NSP metrics of one batch; the model is rebuilt from (graphdef, params) inside the trace."""
+def forward(graphdef, params, batch, *, deterministic: bool, with_nsp: bool, rngs: nnx.Rngs | None = None,
+            mlm_capacity: int | None = None):
+    """MLM and NSP metrics of one batch; the model is rebuilt from (graphdef, params) inside the trace.
+
+    With `mlm_capacity` K, the MLM head runs on the batch's real predictions only (weight 1), gathered into K
+    rows, whenever there are at most K of them, and on every slot otherwise: the same loss either way, less
+    work for the V-wide output layer when many slots are padding (about 30% of W1's)."""
     model = nnx.merge(graphdef, params)
-    _, mlm_logits, nsp_logits = model(batch["input_ids"], batch["segment_ids"], batch["valid_lens"],
-                                      batch["masked_positions"], deterministic=deterministic, rngs=rngs)
-    return losses.pretraining_metrics(mlm_logits, nsp_logits, batch, with_nsp=with_nsp)
+    if mlm_capacity is None:
+        _, mlm_logits, nsp_logits = model(batch["input_ids"], batch["segment_ids"], batch["valid_lens"],
+                                          batch["masked_positions"], deterministic=deterministic, rngs=rngs)
+        return losses.pretraining_metrics(mlm_logits, nsp_logits, batch, with_nsp=with_nsp)
+    x = model.encode(batch["input_ids"], batch["segment_ids"], batch["valid_lens"], deterministic=deterministic,
+                     rngs=rngs)
+    gathered = jnp.take_along_axis(x, batch["masked_positions"][..., None], axis=1)  # (B, P, D)
+    head = lambda h: model.mlm(h, model.embeddings.word_embeddings.embedding[...])  # (b, p, D) -> (b, p, V)
+    weights, labels = jnp.asarray(batch["masked_weights"]), jnp.asarray(batch["masked_ids"])
+    real = (weights > 0).sum()
+
+    def packed():
+        rows = jnp.nonzero(weights.reshape(-1) > 0, size=mlm_capacity, fill_value=0)[0]  # (K,) real slots first
+        kept = (jnp.arange(mlm_capacity) < real).astype(weights.dtype)  # the fill rows weigh nothing
+        flat = lambda a: a.reshape(-1, *a.shape[2:])[rows][None]
+        return losses.mlm_metrics(head(flat(gathered)), flat(labels), flat(weights) * kept)
+
+    m = jax.lax.cond(real <= mlm_capacity, packed, lambda: losses.mlm_metrics(head(gathered), labels, weights))
+    pooled = jnp.tanh(model.pooler(x[:, 0]))
+    if with_nsp:
+        m |= losses.nsp_metrics(model.nsp(pooled), batch["nsp_labels"])
+    m["loss"] = m["mlm_loss"] + m["nsp_loss"] if with_nsp else m["mlm_loss"]
+    return m
+
+
+def pack_capacity(train_set, batch_size: int, *, probe: int = 16) -> int | None:
+    """K for `forward`: the most real predictions in the first `probe` batches, plus 2%, in multiples of 8;
+    None (no packing) when that leaves less than a tenth of the slots out. A batch above K runs unpacked."""
+    most = max(int((train_set.batch(step, batch_size)["masked_weights"] > 0).sum()) for step in range(probe))
+    slots = batch_size * train_set.cfg.num_predictions
+    k = -(-int(most * 1.02) // 8) * 8
+    return k if k <= 0.9 * slots else None
 
 
 def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Array, *, with_nsp: bool = True,
-               grad_accum_steps: int = 1, mesh=None, state_shardings=None):
+               grad_accum_steps: int = 1, mesh=None, state_shardings=None, mlm_capacity: int | None = None):
     """(train_step, eval_step), each jitted once; train_step donates the state it is given and returns it with
     `state_shardings` (sharding.py; None: wherever the compiler puts it), and its metrics replicated on `mesh`.
 
     With `grad_accum_steps` k > 1 the batch is cut into k micro-batches run one after another (`lax.scan`), and
     their gradients and metrics are summed with the weights that make them those of the whole batch: a
     micro-batch's MLM terms by its share of the batch's real predictions, its NSP terms by 1/k.
+    `mlm_capacity` (see `forward`) packs the real predictions of each (micro-)batch.
     """
     k = grad_accum_steps
 
     def grads_and_metrics(params, batch, key, mlm_share, nsp_share):
         def loss_fn(params):
             rngs = nnx.Rngs(dropout=key)  # made inside the differentiated trace, which advances it
-            m = forward(graphdef, params, batch, deterministic=False, with_nsp=with_nsp, rngs=rngs)
+            m = forward(graphdef, params, batch, deterministic=False, with_nsp=with_nsp, rngs=rngs,
+                        mlm_capacity=None if mlm_capacity is None else -(-mlm_capacity // k))
             m = {name: v * (nsp_share if name.startswith("nsp") else mlm_share) for name, v in m.items()
                  if name != "loss"}
             return m["mlm_loss"] + (m["nsp_loss"] if with_nsp else 0.0), m
@@ -150,6 +186,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
                     for b in (eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else [])]
     next_batch = lambda step: sharding.put_batch(mesh, train_set.batch(step, batch_size, jax.process_index(),
                                                                        jax.process_count()))
+    capacity = pack_capacity(train_set, batch_size)  # the same on every process: the batches are
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(cfg, tx)
     state_shardings = sharding.state_shardings(mesh, cfg.mesh.mode, state)
@@ -157,7 +194,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     if cfg.train.budget_s and not resuming:  # a resumed run keeps the steps fitted when it started
         try:
             steps = fit_steps(cfg, graphdef, state, next_batch, eval_batches, started + cfg.train.budget_s,
-                              mesh=mesh, state_shardings=state_shardings)
+                              mesh=mesh, state_shardings=state_shardings, mlm_capacity=capacity)
         except JaxbertError:
             if primary:
                 shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run behind
@@ -179,7 +216,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
                                        with_nsp=cfg.data.objective != "mlm",
                                        grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
-                                       state_shardings=state_shardings)
+                                       state_shardings=state_shardings, mlm_capacity=capacity)
     pair_task = {"nsp": "NSP", "d2l": "NSP", "sop": "SOP"}.get(cfg.data.objective)  # None: MLM only
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
                           start_step=start, pair_task=pair_task, tensorboard_dir=run_dir / rundir.TENSORBOARD,
@@ -241,7 +278,7 @@ PROBE_STEPS = 5  # timed train steps (after the one that compiles) when fitting 
 
 
 def fit_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batches, deadline: float, *, mesh,
-              state_shardings) -> int:
+              state_shardings, mlm_capacity: int | None = None) -> int:
     """How many steps fit before `deadline` (a `time.perf_counter` value), timed on throwaway steps from a copy
     of `state`.
 
@@ -252,7 +289,7 @@ def fit_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batches
     train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
                                        with_nsp=cfg.data.objective != "mlm",
                                        grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
-                                       state_shardings=state_shardings)
+                                       state_shardings=state_shardings, mlm_capacity=mlm_capacity)
     probe, times = jax.device_put(jax.tree.map(jnp.copy, state), state_shardings), []
     for i in range(PROBE_STEPS + 1):
         t = time.perf_counter()
