@@ -66,7 +66,7 @@ def run_jaxbert(batches, vocab_size, bf16: bool):
                           + (["model.dtype=bfloat16"] if bf16 else []))
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = train.init_state(cfg, tx)
-    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0))
+    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0))  # as `jaxbert pretrain` runs it
     box = [state]
 
     def step(batch):

@@ -65,9 +65,8 @@ def main() -> None:
 
     host = median_time(lambda: train_set.batch(int(np.random.default_rng().integers(10_000)), 512), args.steps)
     capacity = train.pack_capacity(train_set, cfg.train.batch_size)
-    rows = [("full step, MLM head on every slot", []),
-            (f"MLM head on the real predictions, packed into {capacity} rows (as `jaxbert pretrain` runs it)",
-             "packed"),
+    rows = [("full step, MLM head on every slot (as `jaxbert pretrain` runs it)", []),
+            (f"MLM head on the real predictions, packed into {capacity} rows", "packed"),
             ("no dropout", ["model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0"]),
             ("dropout bits from the rbg generator instead of threefry", "rbg"),
             ("MLM output layer cut to 128 words", None),

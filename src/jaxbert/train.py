@@ -66,8 +66,13 @@ def forward(graphdef, params, batch, *, deterministic: bool, with_nsp: bool, rng
 def pack_capacity(train_set, batch_size: int, *, probe: int = 16) -> int | None:
     """K for `forward`: the most real predictions in the first `probe` batches, plus 2%, in multiples of 8;
     None (no packing) when that leaves less than a tenth of the slots out. A batch above K runs unpacked."""
-    most = max(int((train_set.batch(step, batch_size)["masked_weights"] > 0).sum()) for step in range(probe))
-    slots = batch_size * train_set.cfg.num_predictions
+    return capacity_for([train_set.batch(step, batch_size) for step in range(probe)])
+
+
+def capacity_for(batches: list[dict]) -> int | None:
+    """`pack_capacity` from given batches."""
+    most = max(int((b["masked_weights"] > 0).sum()) for b in batches)
+    slots = batches[0]["masked_weights"].size
     k = -(-int(most * 1.02) // 8) * 8
     return k if k <= 0.9 * slots else None
 
@@ -186,7 +191,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
                     for b in (eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else [])]
     next_batch = lambda step: sharding.put_batch(mesh, train_set.batch(step, batch_size, jax.process_index(),
                                                                        jax.process_count()))
-    capacity = pack_capacity(train_set, batch_size)  # the same on every process: the batches are
+    capacity = None  # packing the MLM head (forward's mlm_capacity) measured slower on CPU: docs/performance.md
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(cfg, tx)
     state_shardings = sharding.state_shardings(mesh, cfg.mesh.mode, state)
