@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from conftest import TINY
-from jaxbert import config, hf, optim, train
+from jaxbert import config, hf, optim, plan, train
 from jaxbert.model import BertForPreTraining
 from test_model import expected_params, random_batch
 
@@ -114,15 +114,8 @@ def compile_seconds(layers: int) -> float:
     cfg = config.override(config.preset("bert-large"), ["model.scan_layers=true", "model.remat=true",
                                                         f"model.num_hidden_layers={layers}", "data.max_len=128"])
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=30522))
-    tx = optim.optimizer(cfg.optim, 100)
-    graphdef, params = nnx.split(nnx.eval_shape(lambda: BertForPreTraining(cfg.model, rngs=nnx.Rngs(0))), nnx.Param)
-    state = train.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-                             opt_state=jax.eval_shape(tx.init, params))
-    step, _ = train.make_steps(graphdef, tx, jax.random.key(0))
-    from jaxbert.plan import _abstract_batch
-
     start = time.perf_counter()
-    step.lower(state, _abstract_batch(cfg, 2)).compile()
+    plan.lowered_step(cfg, 2).compile()
     return time.perf_counter() - start
 
 

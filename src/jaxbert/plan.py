@@ -51,10 +51,7 @@ def plan(cfg: Config, devices: int, batch: int, *, compile_step: bool = True) ->
                            f"{devices}")
     if cfg.model.vocab_size == 0:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=30522))
-    tx = optim.optimizer(cfg.optim, cfg.train.steps)
-    model = nnx.eval_shape(lambda: BertForPreTraining(cfg.model, rngs=nnx.Rngs(0)))
-    graphdef, params = nnx.split(model, nnx.Param)
-    opt_state = jax.eval_shape(tx.init, params)
+    graphdef, params, opt_state, tx = _abstract_state(cfg)
     count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     out = {"preset": cfg.preset, "parameters": count, "devices": devices, "batch": batch,
            "max_len": cfg.data.max_len, "vocab_size": cfg.model.vocab_size,
@@ -63,10 +60,7 @@ def plan(cfg: Config, devices: int, batch: int, *, compile_step: bool = True) ->
     lowered = _lower(cfg, tx, graphdef, params, opt_state, batch // devices)
     if cfg.model.scan_layers:  # XLA's cost analysis counts a loop's body once: count FLOPs on the unrolled step
         unrolled = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, scan_layers=False, remat=False))
-        graphdef_u, params_u = nnx.split(nnx.eval_shape(lambda: BertForPreTraining(unrolled.model,
-                                                                                    rngs=nnx.Rngs(0))), nnx.Param)
-        cost = _lower(unrolled, tx, graphdef_u, params_u, jax.eval_shape(tx.init, params_u),
-                      batch // devices).cost_analysis()
+        cost = lowered_step(unrolled, batch // devices).cost_analysis()
     else:
         cost = lowered.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -82,6 +76,20 @@ def plan(cfg: Config, devices: int, batch: int, *, compile_step: bool = True) ->
         for mode in MESH_MODES:
             out["modes"][mode]["activations"] = temp
     return out
+
+
+def _abstract_state(cfg: Config):
+    """The model's graph, its parameters and optimizer state as shapes (nothing allocated), and the optimizer."""
+    tx = optim.optimizer(cfg.optim, cfg.train.steps)
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: BertForPreTraining(cfg.model, rngs=nnx.Rngs(0))), nnx.Param)
+    return graphdef, params, jax.eval_shape(tx.init, params), tx
+
+
+def lowered_step(cfg: Config, rows: int):
+    """`cfg`'s train step lowered on abstract state and a batch of `rows` pairs: `.compile()` it to time
+    compilation or read XLA's memory analysis, `.cost_analysis()` for FLOPs."""
+    graphdef, params, opt_state, tx = _abstract_state(cfg)
+    return _lower(cfg, tx, graphdef, params, opt_state, rows)
 
 
 def _lower(cfg: Config, tx, graphdef, params, opt_state, rows: int):

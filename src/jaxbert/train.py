@@ -191,7 +191,6 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
                     for b in (eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else [])]
     next_batch = lambda step: sharding.put_batch(mesh, train_set.batch(step, batch_size, jax.process_index(),
                                                                        jax.process_count()))
-    capacity = None  # packing the MLM head (forward's mlm_capacity) measured slower on CPU: docs/performance.md
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(cfg, tx)
     state_shardings = sharding.state_shardings(mesh, cfg.mesh.mode, state)
@@ -199,7 +198,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     if cfg.train.budget_s and not resuming:  # a resumed run keeps the steps fitted when it started
         try:
             steps = fit_steps(cfg, graphdef, state, next_batch, eval_batches, started + cfg.train.budget_s,
-                              mesh=mesh, state_shardings=state_shardings, mlm_capacity=capacity)
+                              mesh=mesh, state_shardings=state_shardings)
         except JaxbertError:
             if primary:
                 shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run behind
@@ -221,7 +220,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
                                        with_nsp=cfg.data.objective != "mlm",
                                        grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
-                                       state_shardings=state_shardings, mlm_capacity=capacity)
+                                       state_shardings=state_shardings)  # MLM head unpacked: docs/performance.md
     pair_task = {"nsp": "NSP", "d2l": "NSP", "sop": "SOP"}.get(cfg.data.objective)  # None: MLM only
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
                           start_step=start, pair_task=pair_task, tensorboard_dir=run_dir / rundir.TENSORBOARD,
@@ -283,7 +282,7 @@ PROBE_STEPS = 5  # timed train steps (after the one that compiles) when fitting 
 
 
 def fit_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batches, deadline: float, *, mesh,
-              state_shardings, mlm_capacity: int | None = None) -> int:
+              state_shardings) -> int:
     """How many steps fit before `deadline` (a `time.perf_counter` value), timed on throwaway steps from a copy
     of `state`.
 
@@ -294,7 +293,7 @@ def fit_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batches
     train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
                                        with_nsp=cfg.data.objective != "mlm",
                                        grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
-                                       state_shardings=state_shardings, mlm_capacity=mlm_capacity)
+                                       state_shardings=state_shardings)
     probe, times = jax.device_put(jax.tree.map(jnp.copy, state), state_shardings), []
     for i in range(PROBE_STEPS + 1):
         t = time.perf_counter()
