@@ -12,6 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps d2l==1.0.3 keras-hub==0.32.0
 	touch $@
 
 # Pretrain d2l-tiny on WikiText-2 (about 5 minutes on 2 CPU cores), then encode the book's two examples.
@@ -33,10 +34,9 @@ test-slow: $(BIN)/.installed
 # book's code, PyTorch (CPU) and d2l 1.0.3 (without its pinned dependencies).
 SHARED ?= ../shared/data
 bench: $(BIN)/.installed
-	$(BIN)/pip install --quiet torch==2.13.0 pandas requests ipython matplotlib-inline
-	$(BIN)/pip install --quiet --no-deps d2l==1.0.3
 	cd benchmarks && ../$(BIN)/python peers.py --data ../$(SHARED)/wikitext-2
 	cd benchmarks && ../$(BIN)/python w1_profile.py --data ../$(SHARED)/wikitext-2
+	cd benchmarks && ../$(BIN)/python encode_speed.py --data ../$(SHARED)/wikitext-2 --vocab ../$(SHARED)/bert-base-uncased
 	cd benchmarks && ../$(BIN)/python compile_depth.py
 	cd benchmarks && ../$(BIN)/python xla_cpu_layouts.py
 	cd benchmarks && ../$(BIN)/python prepare_vs_d2l.py --data ../$(SHARED)/wikitext-2

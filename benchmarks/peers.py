@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-SYSTEMS = ("jaxbert", "jaxbert-bf16", "d2l", "transformers", "transformers-compile", "transformers-bf16")
+SYSTEMS = ("jaxbert", "jaxbert-bf16", "d2l", "d2l-jax", "keras-hub", "transformers", "transformers-compile",
+           "transformers-bf16")
 
 
 def w1_batches(data_dir: str, count: int, out: Path) -> tuple[int, dict]:
@@ -76,21 +77,27 @@ def run_jaxbert(batches, vocab_size, bf16: bool):
     return timed(step, batches)
 
 
-def run_d2l(batches, vocab_size):
+def d2l_torch():
+    """d2l 1.0.3's PyTorch module. It imports torchvision for its image loaders, which BERT never uses."""
     import types
 
-    import torch
-    from torch import nn
-
-    if "torchvision" not in sys.modules:  # d2l's torch module imports it; BERT never uses it
+    if "torchvision" not in sys.modules:
         stand_in = types.ModuleType("torchvision")
         stand_in.transforms = types.ModuleType("torchvision.transforms")
         sys.modules["torchvision"], sys.modules["torchvision.transforms"] = stand_in, stand_in.transforms
     from d2l import torch as d2l
 
+    return d2l
+
+
+def run_d2l(batches, vocab_size):
+    import torch
+    from torch import nn
+
+    d2l = d2l_torch()
     torch.manual_seed(0)
     net = d2l.BERTModel(vocab_size, num_hiddens=128, ffn_num_hiddens=256, num_heads=2, num_blks=2, dropout=0.2)
-    loss = nn.CrossEntropyLoss()
+    loss = nn.CrossEntropyLoss()  # the book's: it averages over every slot before the weights apply
     b = {k: torch.from_numpy(v) for k, v in batches[0].items()}
     net(b["input_ids"].long(), b["segment_ids"].long(), b["valid_lens"].float(), b["masked_positions"].long())
     trainer = torch.optim.Adam(net.parameters(), lr=0.01)  # the book's train_bert
@@ -107,6 +114,158 @@ def run_d2l(batches, vocab_size):
         return total.detach()
 
     return timed(step, batches)
+
+
+def d2l_jax():
+    """d2l 1.0.3's JAX module (flax.linen). It imports TensorFlow for its data loaders, which BERT never uses."""
+    import types
+
+    stand_ins = [name for name in ("tensorflow", "tensorflow_datasets") if name not in sys.modules]
+    sys.modules.update({name: types.ModuleType(name) for name in stand_ins})
+    try:
+        from d2l import jax as d2l
+    finally:  # keras and others probe sys.modules for TensorFlow
+        for name in stand_ins:
+            del sys.modules[name]
+    return d2l
+
+
+def d2l_jax_model(vocab_size):
+    """The chapter's BERTModel (BERTEncoder, MaskLM, NextSentencePred) in flax.linen on d2l's JAX
+    `TransformerEncoderBlock`: the book's PyTorch classes line for line, as its JAX edition writes modules."""
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    d2l = d2l_jax()
+
+    class BERTModel(nn.Module):
+        vocab_size: int
+        num_hiddens: int = 128
+        ffn_num_hiddens: int = 256
+        num_heads: int = 2
+        num_blks: int = 2
+        dropout: float = 0.2
+        max_len: int = 1000
+
+        @nn.compact
+        def __call__(self, tokens, segments, valid_lens, pred_positions, training=False):
+            X = nn.Embed(self.vocab_size, self.num_hiddens)(tokens) + nn.Embed(2, self.num_hiddens)(segments)
+            pos = self.param("pos_embedding", nn.initializers.normal(1.0), (1, self.max_len, self.num_hiddens))
+            X = X + pos[:, :X.shape[1], :]
+            for _ in range(self.num_blks):
+                X, _ = d2l.TransformerEncoderBlock(self.num_hiddens, self.ffn_num_hiddens, self.num_heads,
+                                                   self.dropout, True)(X, valid_lens, training=training)
+            batch_idx = jnp.repeat(jnp.arange(X.shape[0]), pred_positions.shape[1])  # MaskLM
+            masked_X = X[batch_idx, pred_positions.reshape(-1)].reshape(*pred_positions.shape, -1)
+            mlm_Y_hat = nn.Dense(self.vocab_size)(nn.LayerNorm()(nn.relu(nn.Dense(self.num_hiddens)(masked_X))))
+            nsp_Y_hat = nn.Dense(2)(nn.tanh(nn.Dense(self.num_hiddens)(X[:, 0, :])))  # hidden, NextSentencePred
+            return mlm_Y_hat, nsp_Y_hat
+
+    return BERTModel(vocab_size)
+
+
+def d2l_jax_loss(model, params, batch, key=None):
+    import jax.numpy as jnp
+
+    mlm, nsp = model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
+                           batch["valid_lens"].astype(jnp.float32), batch["masked_positions"],
+                           training=key is not None, rngs=None if key is None else {"dropout": key})
+    return d2l_jax_batch_loss(mlm, nsp, batch)
+
+
+def d2l_jax_batch_loss(mlm, nsp, batch):
+    """The seed's loss from the heads' logits, written as the book's `_get_batch_loss_bert` with per-slot
+    cross-entropies: the MLM mean over the real predictions, plus NSP."""
+    import optax
+
+    w = batch["masked_weights"].reshape(-1)
+    mlm_l = optax.softmax_cross_entropy_with_integer_labels(mlm.reshape(-1, mlm.shape[-1]),
+                                                            batch["masked_ids"].reshape(-1))
+    return (mlm_l * w).sum() / (w.sum() + 1e-8) + optax.softmax_cross_entropy_with_integer_labels(
+        nsp, batch["nsp_labels"]).mean()
+
+
+def run_d2l_jax(batches, vocab_size):
+    import jax
+    import optax
+
+    model = d2l_jax_model(vocab_size)
+    b = batches[0]
+    params = model.init(jax.random.key(0), b["input_ids"], b["segment_ids"], b["valid_lens"].astype("float32"),
+                        b["masked_positions"])["params"]
+    opt = optax.adam(0.01)  # the book's train_bert
+    box = [params, opt.init(params), jax.random.key(1)]
+
+    @jax.jit
+    def train_step(params, opt_state, batch, key):
+        loss, grads = jax.value_and_grad(lambda p: d2l_jax_loss(model, p, batch, key))(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    def step(batch):
+        box[2], key = jax.random.split(box[2])
+        box[0], box[1], loss = train_step(box[0], box[1], batch, key)
+        return loss
+
+    return timed(step, batches)
+
+
+def keras_on_jax():
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # read once, when keras is first imported
+    import keras
+
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    return keras
+
+
+def keras_hub_model(vocab_size):
+    """keras-hub's `BertBackbone` on the JAX backend shaped as d2l-tiny (its FFN activation is GELU), with its
+    `MaskedLMHead` (ReLU transform, untied decoder) and a dense NSP head on the pooled output."""
+    keras = keras_on_jax()
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=vocab_size, num_layers=2, num_heads=2, hidden_dim=128,
+                                             intermediate_dim=256, dropout=0.2, max_sequence_length=64)
+    inputs = {name: keras.Input((None,), dtype="int32", name=name)
+              for name in ("token_ids", "segment_ids", "padding_mask", "mask_positions")}
+    out = backbone({k: inputs[k] for k in ("token_ids", "segment_ids", "padding_mask")})
+    mlm = keras_hub.layers.MaskedLMHead(vocabulary_size=vocab_size, intermediate_activation="relu", name="mlm")(
+        out["sequence_output"], mask_positions=inputs["mask_positions"])
+    nsp = keras.layers.Dense(2, name="nsp")(out["pooled_output"])
+    return keras.Model(inputs, {"mlm": mlm, "nsp": nsp})
+
+
+def keras_inputs(batch):
+    t = batch["input_ids"].shape[1]
+    mask = (np.arange(t)[None] < batch["valid_lens"][:, None]).astype("int32")
+    return {"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"], "padding_mask": mask,
+            "mask_positions": batch["masked_positions"]}
+
+
+def run_keras_hub(batches, vocab_size):
+    model = keras_compile(keras_hub_model(vocab_size))
+
+    step = lambda batch: model.train_on_batch(keras_inputs(batch), *keras_targets(batch))
+    return timed(lambda batch: np.asarray(step(batch)).reshape(-1)[0], batches)
+
+
+def keras_compile(model):
+    keras = keras_on_jax()
+    ce = lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss={"mlm": ce(), "nsp": ce()})
+    return model
+
+
+def keras_targets(batch) -> tuple[dict, dict]:
+    """(y, sample_weight) for `train_on_batch`. Keras averages weighted losses over every slot; scaling the
+    weights by slots / real slots makes that the seed's mean over the real predictions."""
+    w = batch["masked_weights"]
+    w = w * (w.size / max(w.sum(), 1.0))
+    return ({"mlm": batch["masked_ids"], "nsp": batch["nsp_labels"]},
+            {"mlm": w, "nsp": np.ones(len(w), "float32")})
 
 
 def transformers_model(vocab_size):
@@ -163,6 +322,8 @@ def worker(system: str, batches_path: Path, vocab_size: int) -> dict:
     runners = {"jaxbert": lambda: run_jaxbert(batches, vocab_size, False),
                "jaxbert-bf16": lambda: run_jaxbert(batches, vocab_size, True),
                "d2l": lambda: run_d2l(batches, vocab_size),
+               "d2l-jax": lambda: run_d2l_jax(batches, vocab_size),
+               "keras-hub": lambda: run_keras_hub(batches, vocab_size),
                "transformers": lambda: run_transformers(batches, vocab_size, "eager"),
                "transformers-compile": lambda: run_transformers(batches, vocab_size, "compile"),
                "transformers-bf16": lambda: run_transformers(batches, vocab_size, "bf16")}

@@ -6,11 +6,13 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import jaxbert
 from conftest import plausible_summary
 from jaxbert import cli
+from jaxbert.errors import JaxbertError
 
 # The d2l-tiny architecture itself (hidden 128), trained briefly on small batches.
 QUICK = ["--set", "train.steps=4", "--set", "train.batch_size=32", "--set", "train.log_every=2",
@@ -67,6 +69,21 @@ def test_python_api_matches_the_chapter(run_dir):
     # Contextual: 'crane' differs between the two contexts; the model is deterministic at inference.
     assert abs(float((single[0, 2] - pair[0, 2]).sum())) > 0
     assert pair.tolist() == enc.encode("a crane driver came", "he just left").tolist()
+
+
+def test_encode_many_gives_each_text_its_own_encoding(run_dir):
+    enc = jaxbert.load(run_dir)
+    texts = ["a crane is flying", "he just left", "the city of london is the capital of the united kingdom and "
+             "the largest city in the country by far", "a"]
+    seconds = ["he just left", "a crane is flying", "it is", "b c"]
+    for got, text in zip(enc.encode_many(texts, batch_size=3), texts):  # batches of 3 and 1, padded apart
+        want = np.asarray(enc.encode(text))[0]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # another padding width: float noise only
+    for got, a, b in zip(enc.encode_many(texts, seconds), texts, seconds):
+        np.testing.assert_allclose(got, np.asarray(enc.encode(a, b))[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(JaxbertError, match="one per text"):
+        enc.encode_many(texts, seconds[:2])
 
 
 def snapshot(folder):

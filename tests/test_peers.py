@@ -1,6 +1,7 @@
 """The speed benchmark's transformers peer (benchmarks/peers.py) computes jaxbert's W1 loss: the same batch and
 parameters (a jaxbert run exported to transformers) give the same MLM + NSP loss."""
 
+import os
 import sys
 
 import numpy as np
@@ -41,3 +42,73 @@ def test_the_transformers_peer_computes_jaxberts_loss(wikitext_slice, tmp_path):
     flipped = dict(batch, nsp_labels=1 - batch["nsp_labels"])
     assert abs(ours(flipped) - ours(batch)) > 1e-3
     np.testing.assert_allclose(theirs(flipped), ours(flipped), rtol=1e-5)
+
+
+def head_logits(seed: int = 0, b: int = 8, p: int = 5, v: int = 50):
+    """MLM and NSP logits and a batch whose prediction slots are partly padding (weight 0)."""
+    rng = np.random.default_rng(seed)
+    weights = (np.arange(p)[None] < rng.integers(1, p, b)[:, None]).astype(np.float32)
+    batch = {"masked_ids": rng.integers(0, v, (b, p)).astype(np.int32), "masked_weights": weights,
+             "nsp_labels": rng.integers(0, 2, b).astype(np.int32)}
+    return (rng.normal(size=(b, p, v)) * 3).astype(np.float32), (rng.normal(size=(b, 2)) * 3).astype(np.float32), batch
+
+
+def jaxbert_loss(mlm, nsp, batch) -> float:
+    return float(losses.pretraining_metrics(mlm, nsp, batch)["loss"])
+
+
+def test_the_book_jax_peer_computes_jaxberts_loss_from_the_same_logits():
+    pytest.importorskip("d2l")
+    mlm, nsp, batch = head_logits()
+    np.testing.assert_allclose(float(peers.d2l_jax_batch_loss(mlm, nsp, batch)), jaxbert_loss(mlm, nsp, batch),
+                               rtol=1e-6)
+    flipped = dict(batch, nsp_labels=1 - batch["nsp_labels"])
+    assert abs(jaxbert_loss(mlm, nsp, flipped) - jaxbert_loss(mlm, nsp, batch)) > 1e-2
+    np.testing.assert_allclose(float(peers.d2l_jax_batch_loss(mlm, nsp, flipped)), jaxbert_loss(mlm, nsp, flipped),
+                               rtol=1e-6)
+    # The peer's model runs on a real W1-shaped batch and gives a loss near chance at initialisation.
+    import jax
+
+    model = peers.d2l_jax_model(50)
+    b, t = 4, 16
+    full = dict(batch, input_ids=np.ones((8, t), np.int32), segment_ids=np.zeros((8, t), np.int32),
+                valid_lens=np.full(8, t, np.int32), masked_positions=np.tile(np.arange(5, dtype=np.int32), (8, 1)))
+    params = model.init(jax.random.key(0), full["input_ids"][:b], full["segment_ids"][:b],
+                        full["valid_lens"][:b].astype(np.float32), full["masked_positions"][:b])["params"]
+    loss = float(peers.d2l_jax_loss(model, params, full))
+    assert np.isfinite(loss) and np.log(50) - 1 < loss < np.log(50) + np.log(2) + 3
+
+
+def test_the_keras_hub_peer_computes_jaxberts_loss_from_the_same_logits():
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # read when keras is first imported
+    pytest.importorskip("keras_hub")
+    mlm, nsp, batch = head_logits(1)
+    model = peers.keras_compile(peers.keras_hub_model(50))
+
+    def theirs(b):
+        y, weights = peers.keras_targets(b)
+        return float(model.compute_loss(y=y, y_pred={"mlm": mlm, "nsp": nsp}, sample_weight=weights))
+
+    np.testing.assert_allclose(theirs(batch), jaxbert_loss(mlm, nsp, batch), rtol=1e-5)
+    flipped = dict(batch, nsp_labels=1 - batch["nsp_labels"])
+    assert abs(jaxbert_loss(mlm, nsp, flipped) - jaxbert_loss(mlm, nsp, batch)) > 1e-2
+    np.testing.assert_allclose(theirs(flipped), jaxbert_loss(mlm, nsp, flipped), rtol=1e-5)
+
+
+def test_the_books_pytorch_loss_averages_over_every_slot_padding_included():
+    """The book's `_get_batch_loss_bert` with its `nn.CrossEntropyLoss()` (mean reduction) multiplies a scalar
+    by the weights, so its MLM term is the mean over every slot: the peer does the same work as jaxbert, and its
+    loss is jaxbert's with every slot weighted 1, which differs wherever slots are padding."""
+    pytest.importorskip("d2l")
+    mlm, nsp, batch = head_logits(2)
+    d2l = peers.d2l_torch()
+    t = {k: torch.from_numpy(v) for k, v in batch.items()}
+
+    def book(loss):
+        net = lambda *args: (None, torch.from_numpy(mlm), torch.from_numpy(nsp))
+        return float(d2l._get_batch_loss_bert(net, loss, mlm.shape[-1], None, None, torch.zeros(1), None,
+                                              t["masked_weights"], t["masked_ids"].long(), t["nsp_labels"].long())[2])
+
+    every_slot = dict(batch, masked_weights=np.ones_like(batch["masked_weights"]))
+    np.testing.assert_allclose(book(torch.nn.CrossEntropyLoss()), jaxbert_loss(mlm, nsp, every_slot), rtol=1e-5)
+    assert abs(jaxbert_loss(mlm, nsp, every_slot) - jaxbert_loss(mlm, nsp, batch)) > 1e-2

@@ -4,6 +4,7 @@
     enc = jaxbert.load("runs/d2l-tiny")
     enc.encode("a crane is flying").shape                    # (1, 6, 128)
     enc.encode(["a", "crane", "driver", "came"], ["he", "just", "left"]).shape   # (1, 10, 128)
+    enc.encode_many(["a crane is flying", "he just left"])   # [(6, 128), (5, 128)], 64 texts per batch
     enc.fill_mask("a crane is <mask> .")                     # [[(word, probability), ...]] per mask
     enc.next_sentence("a crane driver came", "he just left")  # P(B follows A)
 """
@@ -43,8 +44,13 @@ class Encoder:
         self.specials = tokenization.special_ids(self.tokenizer)
         # Written in a text, `<mask>` / `[MASK]` (and the other specials) are that token, as in transformers.
         self.tokenizer.add_special_tokens([self.tokenizer.id_to_token(i) for i in dataclasses.astuple(self.specials)])
-        self._encode = nnx.jit(lambda m, ids, segs, lens: m.encode(ids, segs, lens))
-        self._heads = nnx.jit(lambda m, ids, segs, lens, positions: m(ids, segs, lens, positions)[1:])
+        # Jitted over (graph, parameters) split once: nnx.jit would flatten the module on every call, which
+        # costs more than a small model's forward pass at batch 1 (benchmarks/encode_speed.py).
+        graphdef, params = nnx.split(self.model)
+        encode = jax.jit(lambda p, ids, segs, lens: nnx.merge(graphdef, p).encode(ids, segs, lens))
+        heads = jax.jit(lambda p, ids, segs, lens, positions: nnx.merge(graphdef, p)(ids, segs, lens, positions)[1:])
+        self._encode = lambda *inputs: encode(params, *inputs)
+        self._heads = lambda *inputs: heads(params, *inputs)
 
     def tokens(self, tokens_a, tokens_b=None) -> list[str]:
         """`<cls> A <sep>` or `<cls> A <sep> B <sep>`, as the tokenizer spells its specials."""
@@ -53,7 +59,28 @@ class Encoder:
     def encode(self, tokens_a, tokens_b=None) -> jax.Array:
         """(1, T, D) vectors, `<cls>` first; tokens are a string or a list of words."""
         ids, segments, lens = self._inputs(tokens_a, tokens_b)
-        return self._encode(self.model, ids, segments, lens)[:, :int(lens[0])]
+        return self._encode(ids, segments, lens)[:, :int(lens[0])]
+
+    def encode_many(self, texts, pairs=None, *, batch_size: int = 64) -> list[np.ndarray]:
+        """One (T_i, D) array per text (or per pair `(texts[i], pairs[i])`), run `batch_size` at a time: each
+        batch is padded to its longest member, rounded up to a multiple of 16 positions."""
+        if pairs is not None and len(pairs) != len(texts):
+            raise JaxbertError(f"{len(texts)} texts but {len(pairs)} second sentences; give one per text")
+        if batch_size < 1:
+            raise JaxbertError(f"batch_size {batch_size} must be positive")
+        out = []
+        for start in range(0, len(texts), batch_size):
+            rows = [self._ids(t, None if pairs is None else pairs[start + i])
+                    for i, t in enumerate(texts[start:start + batch_size])]
+            width = min(-(-max(len(ids) for ids, _ in rows) // 16) * 16, self.config.model.max_position_embeddings)
+            ids = np.full((len(rows), width), self.specials.pad, np.int32)
+            segments = np.zeros_like(ids)
+            for i, (row_ids, row_segments) in enumerate(rows):
+                ids[i, :len(row_ids)], segments[i, :len(row_ids)] = row_ids, row_segments
+            lens = np.array([len(r) for r, _ in rows], np.int32)
+            vectors = np.asarray(self._encode(jnp.asarray(ids), jnp.asarray(segments), jnp.asarray(lens)))
+            out.extend(vectors[i, :n] for i, n in enumerate(lens))
+        return out
 
     def fill_mask(self, text, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """For each mask token in `text`, the MLM head's `top_k` (token, probability), most likely first."""
@@ -62,7 +89,7 @@ class Encoder:
         if not len(positions):
             mask = self.tokenizer.id_to_token(self.specials.mask)
             raise JaxbertError(f"no {mask} in {text!r}; write {mask} where a word is to be guessed")
-        mlm_logits, _ = self._heads(self.model, ids, segments, lens, jnp.asarray(positions[None], jnp.int32))
+        mlm_logits, _ = self._heads(ids, segments, lens, jnp.asarray(positions[None], jnp.int32))
         probs = np.asarray(jax.nn.softmax(mlm_logits[0].astype(jnp.float32), axis=-1))  # (P, V)
         best = np.argsort(-probs, axis=-1, kind="stable")[:, :top_k]
         return [[(self.tokenizer.id_to_token(int(i)), float(p[i])) for i in row] for p, row in zip(probs, best)]
@@ -70,20 +97,26 @@ class Encoder:
     def next_sentence(self, tokens_a, tokens_b) -> float:
         """The NSP head's probability that B follows A (for a SOP run: that A and B are in order)."""
         inputs = self._inputs(tokens_a, tokens_b)
-        _, nsp_logits = self._heads(self.model, *inputs, jnp.zeros((1, 1), jnp.int32))
+        _, nsp_logits = self._heads(*inputs, jnp.zeros((1, 1), jnp.int32))
         return float(jax.nn.softmax(nsp_logits[0])[1])  # class 1 = "B follows A", the batch contract's label
 
     def _inputs(self, tokens_a, tokens_b=None):
         """(ids, segment ids, valid length) of one sentence or pair, as a batch of one, padded to a multiple of
         16 positions so that texts of similar length share one compiled function (padding is attended by no one)."""
+        row_ids, row_segments = self._ids(tokens_a, tokens_b)
+        n = len(row_ids)
+        ids = np.full((1, min(-(-n // 16) * 16, self.config.model.max_position_embeddings)), self.specials.pad,
+                      np.int32)
+        segments = np.zeros_like(ids)
+        ids[0, :n], segments[0, :n] = row_ids, row_segments
+        return jnp.asarray(ids), jnp.asarray(segments), jnp.array([n], jnp.int32)
+
+    def _ids(self, tokens_a, tokens_b=None) -> tuple[list[int], list[int]]:
         enc = self.tokenizer.encode(*self._texts(tokens_a, tokens_b))
         n, max_len = len(enc.ids), self.config.model.max_position_embeddings
         if n > max_len:
             raise JaxbertError(f"{n} tokens exceed the model's {max_len} positions; shorten the text")
-        ids = np.full((1, min(-(-n // 16) * 16, max_len)), self.specials.pad, np.int32)
-        segments = np.zeros_like(ids)
-        ids[0, :n], segments[0, :n] = enc.ids, enc.type_ids
-        return jnp.asarray(ids), jnp.asarray(segments), jnp.array([n], jnp.int32)
+        return enc.ids, enc.type_ids
 
     @staticmethod
     def _texts(tokens_a, tokens_b):
