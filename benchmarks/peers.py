@@ -333,7 +333,8 @@ def worker(system: str, batches_path: Path, vocab_size: int) -> dict:
 
 
 def matmul_peaks(n: int = 2048, repeats: int = 7) -> dict:
-    """GFLOP/s of an n^3 matmul, median of `repeats`, in JAX (float32, bfloat16) and PyTorch (float32, bfloat16)."""
+    """GFLOP/s of an n^3 matmul, median of `repeats`, in JAX (float32, bfloat16 operands with float32 sums) and
+    PyTorch (float32, bfloat16)."""
     import jax
     import jax.numpy as jnp
     import torch
@@ -341,7 +342,9 @@ def matmul_peaks(n: int = 2048, repeats: int = 7) -> dict:
     out = {}
     for dtype in ("float32", "bfloat16"):
         a = jnp.ones((n, n), dtype)
-        f = jax.jit(lambda x: x @ x)
+        # float32 sums (the result dtype) for bf16 too: as jaxbert's model.mixed_matmul, and several times faster
+        # under XLA:CPU than a bf16 result (benchmarks/xla_bf16_matmul.py)
+        f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
         f(a).block_until_ready()
         times = []
         for _ in range(repeats):

@@ -109,3 +109,24 @@ def test_dropout_drops_at_its_rate_and_keeps_the_mean(rate):
     other = np.asarray(Dropout(rate)(x, deterministic=False, rngs=nnx.Rngs(dropout=1)))
     assert not np.array_equal(y == 0, other == 0)
     assert np.array_equal(np.asarray(Dropout(rate)(x, deterministic=True, rngs=None)), np.asarray(x))
+
+
+def test_mixed_matmul_sums_bfloat16_products_in_float32():
+    """model.dtype=bfloat16 runs its dense layers and MLM decoder through `mixed_matmul`: bf16 operands, float32
+    sums on the forward pass and on both backward matmuls."""
+    from jaxbert.model import mixed_matmul
+
+    rng = np.random.default_rng(0)
+    f32, bf16 = jnp.float32, jnp.bfloat16
+    x, w = jnp.asarray(rng.normal(size=(64, 512)), bf16), jnp.asarray(rng.normal(size=(512, 40)), bf16)
+    exact = lambda a, b: a.astype(f32) @ b.astype(f32)  # the bf16 values' products, summed in float32
+    y = mixed_matmul(x, w)
+    assert y.dtype == f32
+    np.testing.assert_allclose(y, exact(x, w), rtol=1e-5, atol=1e-4)
+    assert float(jnp.abs((x @ w).astype(f32) - exact(x, w)).max()) > 1e-2  # a bf16 result would be told apart
+    g = jnp.asarray(rng.normal(size=(64, 40)), f32)
+    dx, dw = jax.vjp(mixed_matmul, x, w)[1](g)
+    assert dx.dtype == bf16 and dw.dtype == bf16
+    gb = g.astype(bf16)
+    np.testing.assert_allclose(dx.astype(f32), exact(gb, w.T).astype(bf16).astype(f32), rtol=2 ** -7, atol=1e-6)
+    np.testing.assert_allclose(dw.astype(f32), exact(x.T, gb).astype(bf16).astype(f32), rtol=2 ** -7, atol=1e-6)

@@ -17,9 +17,39 @@ from jaxbert.config import ModelConfig
 ACTIVATIONS = {"relu": jax.nn.relu, "gelu": lambda x: jax.nn.gelu(x, approximate=False)}  # HF "gelu" is erf
 
 
+@jax.custom_vjp
+def mixed_matmul(x, w):
+    """x @ w for 2-D operands in a narrow compute dtype (bfloat16), as a float32 result: narrow products summed in
+    float32 on the forward pass and on both backward matmuls. XLA:CPU runs a bf16 matmul with a float32 result
+    several times faster than one with a bf16 result (docs/performance.md)."""
+    return jnp.dot(x, w, preferred_element_type=jnp.float32)
+
+
+def _mixed_matmul_fwd(x, w):
+    return mixed_matmul(x, w), (x, w)
+
+
+def _mixed_matmul_bwd(res, g):
+    x, w = res
+    g = g.astype(x.dtype)
+    return (jnp.dot(g, w.T, preferred_element_type=jnp.float32).astype(x.dtype),
+            jnp.dot(x.T, g, preferred_element_type=jnp.float32).astype(w.dtype))
+
+
+mixed_matmul.defvjp(_mixed_matmul_fwd, _mixed_matmul_bwd)
+
+
+def _mixed_dot_general(x, w, dimension_numbers, precision=None, preferred_element_type=None, out_sharding=None):
+    """nnx.Linear's matmul in a narrow compute dtype: `mixed_matmul`, rounded back to that dtype."""
+    assert dimension_numbers == (((1,), (0,)), ((), ())), dimension_numbers  # 2-D, as _flat calls it
+    return mixed_matmul(x, w).astype(x.dtype)
+
+
 def _dense(cfg: ModelConfig, d_in: int, d_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    narrow = jnp.dtype(cfg.dtype) != jnp.float32
     return nnx.Linear(d_in, d_out, kernel_init=nnx.initializers.normal(cfg.initializer_range), rngs=rngs,
-                      dtype=jnp.dtype(cfg.dtype))  # the compute dtype; parameters stay float32
+                      dtype=jnp.dtype(cfg.dtype),  # the compute dtype; parameters stay float32
+                      **({"dot_general": _mixed_dot_general} if narrow else {}))
 
 
 def _flat(dense: nnx.Linear, x):
@@ -132,7 +162,8 @@ class MLMHead(nnx.Module):
         b, p, d = h.shape
         h = self.layer_norm(self.act(self.transform(h.reshape(b * p, d))))  # (B*P, D), 2-D as in _flat
         kernel = (word_embeddings.T if self.decoder is None else self.decoder[...]).astype(h.dtype)  # (D, V)
-        return (h @ kernel + self.bias[...].astype(h.dtype)).reshape(b, p, -1)  # (B, P, V)
+        logits = h @ kernel if h.dtype == jnp.float32 else mixed_matmul(h, kernel)
+        return (logits + self.bias[...]).reshape(b, p, -1)  # (B, P, V)
 
 
 class BertForPreTraining(nnx.Module):
