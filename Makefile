@@ -30,13 +30,16 @@ test: $(BIN)/.installed
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m slow
 
-# Benchmarks need the shared data folder (SHARED, default ../shared/data) and, for the comparison with the
-# book's code, PyTorch (CPU) and d2l 1.0.3 (without its pinned dependencies).
+# Benchmarks need the shared data folder (SHARED, default ../shared/data); the peers (PyTorch, transformers,
+# d2l 1.0.3, keras-hub) come with the test install above. docs/performance.md records what these print.
 SHARED ?= ../shared/data
 bench: $(BIN)/.installed
 	cd benchmarks && ../$(BIN)/python peers.py --data ../$(SHARED)/wikitext-2
 	cd benchmarks && ../$(BIN)/python w1_profile.py --data ../$(SHARED)/wikitext-2
 	cd benchmarks && ../$(BIN)/python encode_speed.py --data ../$(SHARED)/wikitext-2 --vocab ../$(SHARED)/bert-base-uncased
+	cd benchmarks && ../$(BIN)/python base_train.py --data ../$(SHARED)/wikitext-2 --vocab ../$(SHARED)/bert-base-uncased
+	cd benchmarks && ../$(BIN)/python xla_bf16_matmul.py
+	cd benchmarks && ../$(BIN)/python mlm_layer.py
 	cd benchmarks && ../$(BIN)/python compile_depth.py
 	cd benchmarks && ../$(BIN)/python xla_cpu_layouts.py
 	cd benchmarks && ../$(BIN)/python prepare_vs_d2l.py --data ../$(SHARED)/wikitext-2
