@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peers import load_batches, matmul_peaks, timed, transformers_loss
+from peers import load_batches, matmul_peaks, run_workers, step_flops, timed, transformers_loss
 
 SYSTEMS = ("jaxbert", "jaxbert-bf16", "transformers", "transformers-bf16")
 
@@ -86,13 +86,6 @@ def run_transformers(batches, vocab_size: int, bf16: bool):
     return timed(step, batches)
 
 
-def step_flops(vocab_size: int, rows: int) -> float:
-    from jaxbert import plan
-
-    cost = plan.lowered_step(base_config(vocab_size), rows).cost_analysis()
-    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, help="folder with wiki.train.tokens (required)")
@@ -121,20 +114,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "base.npz"
         vocab_size = write_batches(args.data, args.vocab, args.batch, args.warmup + args.steps, path)
-        flops = step_flops(vocab_size, args.batch)
+        flops = step_flops(base_config(vocab_size), args.batch)
         peaks = matmul_peaks()
         print("matmul peaks (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
         print(f"bert-base, T=128, batch {args.batch}: {flops:.3g} FLOP per step (XLA's count of jaxbert's float32 "
               "step)")
-        results = {}
-        for system in args.systems:
-            proc = subprocess.run([sys.executable, __file__, "--worker", system, "--batches", str(path),
-                                   "--vocab-size", str(vocab_size)], capture_output=True, text=True,
-                                  cwd=Path(__file__).parent)
-            if proc.returncode:
-                print(f"{system}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            results[system] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results = run_workers(__file__, args.systems, path, vocab_size)
     fp32_peak = max(v for k, v in peaks.items() if k.endswith("float32"))
     bf16_peak = max(v for k, v in peaks.items() if k.endswith("bfloat16"))
     print("\n| system | sequences/s | median step (s) | first step (s) | peak RSS (MB) | GFLOP/s | MFU vs fp32 peak | "

@@ -31,7 +31,7 @@ SYSTEMS = ("jaxbert", "jaxbert-bf16", "d2l", "d2l-jax", "keras-hub", "transforme
            "transformers-bf16")
 
 
-def w1_batches(data_dir: str, count: int, out: Path) -> tuple[int, dict]:
+def w1_batches(data_dir: str, count: int, out: Path) -> int:
     """The first `count` W1 batches, saved for the workers; returns the vocabulary size."""
     from jaxbert import config, corpus, data
 
@@ -39,7 +39,7 @@ def w1_batches(data_dir: str, count: int, out: Path) -> tuple[int, dict]:
     tok, train_set, _ = data.load_wikitext2(corpus.locate_wikitext2(data_dir), cfg.data)
     batches = [train_set.batch(step, cfg.train.batch_size) for step in range(count)]
     np.savez(out, **{f"{k}_{i}": v for i, b in enumerate(batches) for k, v in b.items()})
-    return tok.get_vocab_size(), batches[0]
+    return tok.get_vocab_size()
 
 
 def load_batches(path: Path) -> list[dict]:
@@ -363,18 +363,28 @@ def matmul_peaks(n: int = 2048, repeats: int = 7) -> dict:
     return out
 
 
-def step_flops(vocab_size: int, batch: dict) -> float:
-    """XLA's FLOP count of jaxbert's float32 W1 step (the same layer shapes every system runs)."""
-    import jax
+def step_flops(cfg, rows: int) -> float:
+    """XLA's FLOP count of jaxbert's train step for `cfg` at `rows` pairs (the same layer shapes every system
+    runs)."""
+    from jaxbert import plan
 
-    from jaxbert import config, optim, train
-
-    cfg = config.override(config.preset("d2l-tiny"), [f"model.vocab_size={vocab_size}"])
-    tx = optim.optimizer(cfg.optim, cfg.train.steps)
-    graphdef, state = train.init_state(cfg, tx)
-    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0))
-    cost = train_step.lower(state, batch).cost_analysis()
+    cost = plan.lowered_step(cfg, rows).cost_analysis()
     return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+
+def run_workers(script: str, systems, batches_path: Path, vocab_size: int) -> dict:
+    """Each system's result from `script --worker SYSTEM` in its own fresh process; failures are reported and
+    left out."""
+    results = {}
+    for system in systems:
+        proc = subprocess.run([sys.executable, script, "--worker", system, "--batches", str(batches_path),
+                               "--vocab-size", str(vocab_size)], capture_output=True, text=True,
+                              cwd=Path(script).parent)
+        if proc.returncode:
+            print(f"{system}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results[system] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return results
 
 
 def main() -> None:
@@ -392,25 +402,18 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.batches, args.vocab_size)))
         return
 
+    from jaxbert import config
     from machine import cpu_line
 
     print(cpu_line())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "w1.npz"
-        vocab_size, first = w1_batches(args.data, args.warmup + args.steps, path)
-        flops = step_flops(vocab_size, first)
+        vocab_size = w1_batches(args.data, args.warmup + args.steps, path)
+        flops = step_flops(config.override(config.preset("d2l-tiny"), [f"model.vocab_size={vocab_size}"]), 512)
         peaks = matmul_peaks()
         print("matmul peaks (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
         print(f"W1: vocabulary {vocab_size}, {flops:.3g} FLOP per step (XLA's count of jaxbert's float32 step)")
-        results = {}
-        for system in args.systems:
-            proc = subprocess.run([sys.executable, __file__, "--worker", system, "--batches", str(path),
-                                   "--vocab-size", str(vocab_size)], capture_output=True, text=True,
-                                  cwd=Path(__file__).parent)
-            if proc.returncode:
-                print(f"{system}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            results[system] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results = run_workers(__file__, args.systems, path, vocab_size)
     batch = 512
     fp32_peak = max(v for k, v in peaks.items() if k.endswith("float32"))
     bf16_peak = max(v for k, v in peaks.items() if k.endswith("bfloat16"))

@@ -70,16 +70,10 @@ class Encoder:
             raise JaxbertError(f"batch_size {batch_size} must be positive")
         out = []
         for start in range(0, len(texts), batch_size):
-            rows = [self._ids(t, None if pairs is None else pairs[start + i])
-                    for i, t in enumerate(texts[start:start + batch_size])]
-            width = min(-(-max(len(ids) for ids, _ in rows) // 16) * 16, self.config.model.max_position_embeddings)
-            ids = np.full((len(rows), width), self.specials.pad, np.int32)
-            segments = np.zeros_like(ids)
-            for i, (row_ids, row_segments) in enumerate(rows):
-                ids[i, :len(row_ids)], segments[i, :len(row_ids)] = row_ids, row_segments
-            lens = np.array([len(r) for r, _ in rows], np.int32)
-            vectors = np.asarray(self._encode(jnp.asarray(ids), jnp.asarray(segments), jnp.asarray(lens)))
-            out.extend(vectors[i, :n] for i, n in enumerate(lens))
+            inputs = self._batch([self._ids(t, None if pairs is None else pairs[start + i])
+                                  for i, t in enumerate(texts[start:start + batch_size])])
+            vectors = np.asarray(self._encode(*inputs))
+            out.extend(vectors[i, :n] for i, n in enumerate(np.asarray(inputs[2])))
         return out
 
     def fill_mask(self, text, top_k: int = 5) -> list[list[tuple[str, float]]]:
@@ -101,15 +95,19 @@ class Encoder:
         return float(jax.nn.softmax(nsp_logits[0])[1])  # class 1 = "B follows A", the batch contract's label
 
     def _inputs(self, tokens_a, tokens_b=None):
-        """(ids, segment ids, valid length) of one sentence or pair, as a batch of one, padded to a multiple of
-        16 positions so that texts of similar length share one compiled function (padding is attended by no one)."""
-        row_ids, row_segments = self._ids(tokens_a, tokens_b)
-        n = len(row_ids)
-        ids = np.full((1, min(-(-n // 16) * 16, self.config.model.max_position_embeddings)), self.specials.pad,
-                      np.int32)
+        """(ids, segment ids, valid length) of one sentence or pair, as a batch of one."""
+        return self._batch([self._ids(tokens_a, tokens_b)])
+
+    def _batch(self, rows: list[tuple[list[int], list[int]]]):
+        """(ids, segment ids, valid lengths) of tokenized rows, padded to the longest rounded up to a multiple of
+        16 positions, so that texts of similar length share one compiled function (padding is attended by no one)."""
+        lens = np.array([len(ids) for ids, _ in rows], np.int32)
+        width = min(-(-int(lens.max()) // 16) * 16, self.config.model.max_position_embeddings)
+        ids = np.full((len(rows), width), self.specials.pad, np.int32)
         segments = np.zeros_like(ids)
-        ids[0, :n], segments[0, :n] = row_ids, row_segments
-        return jnp.asarray(ids), jnp.asarray(segments), jnp.array([n], jnp.int32)
+        for i, (row_ids, row_segments) in enumerate(rows):
+            ids[i, :lens[i]], segments[i, :lens[i]] = row_ids, row_segments
+        return jnp.asarray(ids), jnp.asarray(segments), jnp.asarray(lens)
 
     def _ids(self, tokens_a, tokens_b=None) -> tuple[list[int], list[int]]:
         enc = self.tokenizer.encode(*self._texts(tokens_a, tokens_b))
