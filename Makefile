@@ -46,4 +46,4 @@ bench: $(BIN)/.installed
 	cd benchmarks && ../$(BIN)/python prepare_scale.py --data ../$(SHARED)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs .cache
