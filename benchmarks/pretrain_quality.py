@@ -4,12 +4,14 @@
 
 Every sentence pair of `wiki.test.tokens` that the book's example builder makes (consecutive sentences of a
 paragraph or a random negative, 15% of the words masked 80/10/10, pairs over max_len dropped) with the run's own
-word-level tokenizer and data settings, masked with a fixed seed; all of them are scored with dropout off. MLM
-accuracy is over every real prediction (not a mean of batch means); NSP accuracy over every pair. The same pairs
-serve every run that shares a tokenizer, so runs compare side by side.
+word-level tokenizer and max_len, masked with a fixed seed, whatever objective the run trained on; all of them
+are scored with dropout off. MLM accuracy is over every real prediction (not a mean of batch means); NSP accuracy
+over every pair. The same pairs serve every run that shares a tokenizer, so runs compare side by side, and
+`book_loop_quality.py` scores the book's PyTorch loop on them.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,9 +29,13 @@ from machine import cpu_line  # noqa: E402
 
 
 def test_pairs(folder: Path, cfg, tok):
+    # The book's pairs at the book's masking, whatever the run trained on (an MLM-only run is scored on the
+    # same pairs as an NSP run; its NSP head is untrained and scores about chance).
+    book = dataclasses.replace(cfg.data, objective="d2l", mask_prob=0.15, max_predictions=0, whole_word_masking=False,
+                               dynamic_masking=False, seed=0)
     words = wikitext.read_words(folder / "wiki.test.tokens")
     tokens = data.word_ids(words.types, tok, tok.get_vocab())[words.word_types]
-    test = data._instance_set(tokens, words.sentence_lengths, words.paragraph_lengths, tok, cfg.data, stream=2,
+    test = data._instance_set(tokens, words.sentence_lengths, words.paragraph_lengths, tok, book, stream=2,
                               name=str(folder / "wiki.test.tokens"))
     return test.take(np.arange(len(test)))
 
