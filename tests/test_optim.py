@@ -21,6 +21,16 @@ def test_warmup_then_decay(name, at_half_of_decay):
     assert float(lr(110)) == pytest.approx(0 if name != "constant" else 2e-3, abs=1e-9)
 
 
+def test_wsd_holds_the_peak_then_decays_over_the_cooldown():
+    lr = optim.schedule(OptimConfig(learning_rate=2e-3, warmup_steps=10, schedule="wsd", cooldown=0.2),
+                        total_steps=110)  # 100 steps after warmup: stable to step 90, then 20 steps down to 0
+    assert float(lr(5)) == pytest.approx(1e-3) and float(lr(10)) == pytest.approx(2e-3)
+    assert float(lr(90)) == pytest.approx(2e-3) and float(lr(100)) == pytest.approx(1e-3, rel=1e-5)
+    assert float(lr(110)) == pytest.approx(0, abs=1e-9)
+    with pytest.raises(Exception, match=r"optim.cooldown=0.0 must lie in \(0, 1\]"):
+        OptimConfig(schedule="wsd", cooldown=0.0)
+
+
 def params():
     rng = np.random.default_rng(0)
     return {"kernel": jnp.asarray(3 * rng.normal(size=(8, 4)), jnp.float32), "bias": jnp.asarray(rng.normal(size=4),

@@ -16,7 +16,7 @@ from jaxbert.errors import JaxbertError
 from jaxbert.rundir import write_atomic
 
 ACTIVATIONS = ("relu", "gelu")
-SCHEDULES = ("constant", "linear", "cosine")
+SCHEDULES = ("constant", "linear", "cosine", "wsd")
 ALGORITHMS = ("adam", "lamb")
 DTYPES = ("float32", "bfloat16")
 OBJECTIVES = ("nsp", "sop", "mlm", "d2l")
@@ -119,12 +119,14 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    """Adam(W) or LAMB with linear warmup, then constant, linear or cosine decay to zero."""
+    """Adam(W) or LAMB with linear warmup, then constant, linear or cosine decay to zero, or wsd: constant, then
+    linear decay to zero over the last `cooldown` share of the steps after warmup (warmup-stable-decay)."""
 
     algorithm: str = "adam"  # adam (AdamW when weight_decay > 0) or lamb (You et al. 2019: large batches)
     learning_rate: float = 1e-4
     warmup_steps: int = 0
     schedule: str = "linear"
+    cooldown: float = 0.2  # wsd only: the share of the post-warmup steps spent decaying to zero
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-6
@@ -136,6 +138,8 @@ class OptimConfig:
             raise JaxbertError(f"optim.learning_rate={self.learning_rate} must be positive")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.clip_norm < 0:
             raise JaxbertError("optim.warmup_steps, optim.weight_decay and optim.clip_norm must not be negative")
+        if not 0.0 < self.cooldown <= 1.0:
+            raise JaxbertError(f"optim.cooldown={self.cooldown} must lie in (0, 1]")
         if self.schedule not in SCHEDULES:
             raise JaxbertError(f"optim.schedule={self.schedule!r} is not supported; use one of {SCHEDULES}")
         if self.algorithm not in ALGORITHMS:

@@ -17,12 +17,15 @@ from jaxbert.config import OptimConfig
 
 def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     """Linear warmup from 0 to the peak over `warmup_steps`, then constant, linear or cosine decay to 0 at the
-    end."""
+    end, or (wsd) the peak held until the last `cooldown` share of the remaining steps, then linear to 0."""
     warmup = max(cfg.warmup_steps, 0)
     decay_steps = max(total_steps - warmup, 1)
+    cool = max(round(cfg.cooldown * decay_steps), 1)
     after = {"constant": lambda: optax.constant_schedule(cfg.learning_rate),
              "linear": lambda: optax.linear_schedule(cfg.learning_rate, 0.0, decay_steps),
-             "cosine": lambda: optax.cosine_decay_schedule(cfg.learning_rate, decay_steps)}[cfg.schedule]()
+             "cosine": lambda: optax.cosine_decay_schedule(cfg.learning_rate, decay_steps),
+             "wsd": lambda: optax.linear_schedule(cfg.learning_rate, 0.0, cool, transition_begin=decay_steps - cool),
+             }[cfg.schedule]()
     if warmup == 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, warmup), after], [warmup])
