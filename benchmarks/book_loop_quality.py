@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from jaxbert import config, corpus, data  # noqa: E402
 from machine import cpu_line  # noqa: E402
-from peers import d2l_torch  # noqa: E402
+from peers import d2l_trainer  # noqa: E402
 from pretrain_quality import test_pairs  # noqa: E402
 
 
@@ -53,46 +53,32 @@ def main() -> None:
     args = p.parse_args()
 
     import torch
-    from torch import nn
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    d2l = d2l_torch()
     cfg = config.preset("d2l-tiny")
-    tok, train_set, _ = data.load_wikitext2(corpus.locate_wikitext2(args.data), cfg.data)
+    folder = corpus.locate_wikitext2(args.data)
+    tok, train_set, _ = data.load_wikitext2(folder, cfg.data)
     vocab_size = tok.get_vocab_size()
-    arrays = test_pairs(corpus.locate_wikitext2(args.data), cfg, tok)
+    arrays = test_pairs(folder, cfg, tok)
     print(cpu_line())
     print(f"book loop: lr {args.lr}, batch {cfg.train.batch_size}, vocabulary {vocab_size}")
     print("| step | pairs seen | pairs/s (training only) | minutes at that rate | test MLM acc | test NSP acc |")
     print("|---|---|---|---|---|---|")
 
-    torch.manual_seed(0)
-    net = d2l.BERTModel(vocab_size, num_hiddens=128, ffn_num_hiddens=256, num_heads=2, num_blks=2, dropout=0.2)
-    loss = nn.CrossEntropyLoss()
-    first = {k: torch.from_numpy(v) for k, v in train_set.batch(0, 2).items()}
-    net(first["input_ids"].long(), first["segment_ids"].long(), first["valid_lens"].float(),
-        first["masked_positions"].long())  # materialises the lazy layers before Adam sees the parameters
-    trainer = torch.optim.Adam(net.parameters(), lr=args.lr)
+    net, train_step = d2l_trainer(vocab_size, train_set.batch(0, 2), args.lr)
     trained = 0.0
     for step in range(1, args.steps + 1):
         batch = train_set.batch(step - 1, cfg.train.batch_size)
         started = time.perf_counter()
-        t = {k: torch.from_numpy(v) for k, v in batch.items()}
-        trainer.zero_grad()
-        _, _, total = d2l._get_batch_loss_bert(
-            net, loss, vocab_size, t["input_ids"].long(), t["segment_ids"].long(), t["valid_lens"].float(),
-            t["masked_positions"].long(), t["masked_weights"].float(), t["masked_ids"].long(),
-            t["nsp_labels"].long())
-        total.backward()
-        trainer.step()
+        total = train_step(batch)
         trained += time.perf_counter() - started
         if step in args.score_at:
             r = score(net, arrays)
             rate = step * cfg.train.batch_size / trained
             print(f"| {step} | {step * cfg.train.batch_size} | {rate:.1f} | {trained / 60:.1f} | "
                   f"{r['mlm_acc']:.4f} | {r['nsp_acc']:.4f} |", flush=True)
-            record = {"step": step, "train_seconds": trained, "loss": float(total.detach()), **r}
+            record = {"step": step, "train_seconds": trained, "loss": float(total), **r}
             print(json.dumps(record), file=sys.stderr, flush=True)
 
 

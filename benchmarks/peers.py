@@ -90,7 +90,8 @@ def d2l_torch():
     return d2l
 
 
-def run_d2l(batches, vocab_size):
+def d2l_trainer(vocab_size: int, first_batch: dict, lr: float):
+    """The book's d2l-tiny `BERTModel` (seed 0) and `step(batch) -> loss`: its `_get_batch_loss_bert`, then Adam."""
     import torch
     from torch import nn
 
@@ -98,9 +99,10 @@ def run_d2l(batches, vocab_size):
     torch.manual_seed(0)
     net = d2l.BERTModel(vocab_size, num_hiddens=128, ffn_num_hiddens=256, num_heads=2, num_blks=2, dropout=0.2)
     loss = nn.CrossEntropyLoss()  # the book's: it averages over every slot before the weights apply
-    b = {k: torch.from_numpy(v) for k, v in batches[0].items()}
-    net(b["input_ids"].long(), b["segment_ids"].long(), b["valid_lens"].float(), b["masked_positions"].long())
-    trainer = torch.optim.Adam(net.parameters(), lr=0.01)  # the book's train_bert
+    b = {k: torch.from_numpy(v) for k, v in first_batch.items()}
+    net(b["input_ids"].long(), b["segment_ids"].long(), b["valid_lens"].float(),
+        b["masked_positions"].long())  # materialises the lazy layers before Adam sees the parameters
+    trainer = torch.optim.Adam(net.parameters(), lr=lr)
 
     def step(batch):
         t = {k: torch.from_numpy(v) for k, v in batch.items()}
@@ -113,6 +115,11 @@ def run_d2l(batches, vocab_size):
         trainer.step()
         return total.detach()
 
+    return net, step
+
+
+def run_d2l(batches, vocab_size):
+    _, step = d2l_trainer(vocab_size, batches[0], lr=0.01)  # the book's train_bert rate
     return timed(step, batches)
 
 
