@@ -120,8 +120,13 @@ def test_exported_classifiers_match_in_the_transformers_pipeline(finetuned, pair
         theirs = clf([{"text": a, "text_pair": b} if isinstance(a, str) and b else a
                       for a, b in ((x if isinstance(x, tuple) else (x, None)) for x in inputs)])
         ours = finetune.classify(model_dir, inputs)
-        assert [t["label"] for t in theirs] == [label for label, _ in ours]
         np.testing.assert_allclose([t["score"] for t in theirs], [p for _, p in ours], atol=1e-5)
+        # The same label wherever the winning probability clears 1/2 by more than that tolerance (the pair model
+        # learnt random labels, so some of its answers are near ties that float32 rounding may decide).
+        decided = [p - 0.5 > 1e-5 for _, p in ours]
+        assert sum(decided) >= 2
+        assert ([t["label"] for t, d in zip(theirs, decided) if d]
+                == [label for (label, _), d in zip(ours, decided) if d])
     # The pair model must see B as segment 1 in transformers too: with segments flipped its answers change.
     tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / pair_model.parent.name))
     enc = tok("the city river", "war king", return_tensors="pt")

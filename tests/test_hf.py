@@ -191,9 +191,11 @@ def test_export_keeps_the_pair_task_answer(objective, trained_run, bert_vocab_ru
     with torch.no_grad():
         theirs = [float(model(**tok(a, b, return_tensors="pt")).logits.softmax(-1)[0, 0]) for a, b in true + random]
     assert [p > 0.5 for p in theirs] == [p > 0.5 for p in ours]
-    # The hand-set heads have large weights, which magnify float32 rounding of the pooled vector (by how much
-    # depends on the trained run: up to 1.4e-3 seen for NSP); the SOP head's (separating vectors about 1e-4
-    # apart) are the largest, and move probabilities by up to a few 1e-3. The class order is the check above.
+    # The hand-set heads have large weights (|w| 3e5 for NSP, 4e3 for SOP), which magnify float32 rounding of the
+    # pooled vector: logits of a few units come from terms summing to about 1e6 in size, so float32's worst
+    # case (2**-24 per rounding of those terms) is far above what two careful kernels show. These tolerances are
+    # measured, not derived (up to 1.4e-3 seen for NSP on an Intel Xeon, 8e-4 on an AMD Zen 3); the class order,
+    # the convention this test guards (its margins are 0.4 for NSP, over 0.01 for SOP), is the check above.
     np.testing.assert_allclose(theirs, ours, atol=3e-3 if objective == "nsp" else 5e-3)
 
 
@@ -204,7 +206,10 @@ def test_fill_mask_matches_the_transformers_pipeline(which, text, trained_run, b
     hf.export(run, tmp_path / "hf")
     ours = jaxbert.load(run).fill_mask(text, top_k=5)[0]
     fill = transformers.pipeline("fill-mask", model=str(tmp_path / "hf"))
-    theirs = fill(text, top_k=5)
-    assert [t for t, _ in ours] == [fill.tokenizer.convert_ids_to_tokens(r["token"]) for r in theirs]
-    np.testing.assert_allclose([p for _, p in ours], [r["score"] for r in theirs], rtol=1e-4)
-    assert ours[0][1] > 1.5 * ours[-1][1]  # trained: the first guess stands out, so the order is not a tie
+    theirs = {fill.tokenizer.convert_ids_to_tokens(r["token"]): r["score"] for r in fill(text, top_k=10)}
+    # Each of our five guesses is among theirs with the same probability, and their five best have our five
+    # probabilities: guesses within rounding of each other (rtol 1e-4) may trade places, others may not.
+    assert all(t in theirs for t, _ in ours), (ours, theirs)
+    np.testing.assert_allclose([p for _, p in ours], [theirs[t] for t, _ in ours], rtol=1e-4)
+    np.testing.assert_allclose([p for _, p in ours], sorted(theirs.values(), reverse=True)[:5], rtol=1e-4)
+    assert ours[0][1] > 1.5 * ours[-1][1]  # trained: the first guess stands out

@@ -60,12 +60,15 @@ def jaxbert_loss(mlm, nsp, batch) -> float:
 def test_the_book_jax_peer_computes_jaxberts_loss_from_the_same_logits():
     pytest.importorskip("d2l")
     mlm, nsp, batch = head_logits()
+    # Two programs compute the same cross-entropies (log-softmax over 50 logits, a weighted mean over 40 slots)
+    # in other orders: a few hundred float32 roundings of 6e-8 at worst, under 1e-5 of the loss; a label flipped
+    # moves it by over 1e-2.
     np.testing.assert_allclose(float(peers.d2l_jax_batch_loss(mlm, nsp, batch)), jaxbert_loss(mlm, nsp, batch),
-                               rtol=1e-6)
+                               rtol=1e-5)
     flipped = dict(batch, nsp_labels=1 - batch["nsp_labels"])
     assert abs(jaxbert_loss(mlm, nsp, flipped) - jaxbert_loss(mlm, nsp, batch)) > 1e-2
     np.testing.assert_allclose(float(peers.d2l_jax_batch_loss(mlm, nsp, flipped)), jaxbert_loss(mlm, nsp, flipped),
-                               rtol=1e-6)
+                               rtol=1e-5)
     # The peer's model runs on a real W1-shaped batch and gives a loss near chance at initialisation.
     import jax
 
