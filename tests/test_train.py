@@ -158,21 +158,22 @@ def test_both_heads_can_fit_a_fixed_batch(wikitext_slice):
 @pytest.mark.slow
 def test_budget_fits_the_schedule_to_the_wall_clock(wikitext_slice, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["pretrain", "--data", str(wikitext_slice), "--out", str(run), "--budget", "30s",
+    # 60 s: compiling this program (its own schedule) from a cold cache took 24 s on a loaded 2-core machine.
+    args = ["pretrain", "--data", str(wikitext_slice), "--out", str(run), "--budget", "60s",
             "--set", "optim.schedule=linear", "--set", "optim.warmup_steps=3"]
     args += [a for s in TINY + ["train.log_every=50", "train.eval_every=200", "train.checkpoint_every=100000"]
              for a in ("--set", s)]
     assert cli.main(args) == 0
     saved = config.Config.load(run / "config.json")
     steps = saved.train.steps
-    assert saved.train.budget_s == 30 and steps > train.PROBE_STEPS  # fitted, not the preset's 140
+    assert saved.train.budget_s == 60 and steps > train.PROBE_STEPS  # fitted, not the preset's 140
     assert rundir.latest_step(run) == steps  # trained to the fitted step and checkpointed there
     last = rows(run, "train")[-1]
     assert last["step"] == steps
     # The schedule ends at the budget: the last update ran at the decay's final, smallest positive rate.
     assert last["learning_rate"] == pytest.approx(3e-3 / (steps - 3), rel=1e-4)  # 7 digits, float32
     took = float(capsys.readouterr().out.split("the run took ")[1].split(" s")[0])
-    assert took < 2 * 30  # the fit counts compiling, steps and evaluations (loose: this machine is shared)
+    assert took < 2 * 60  # the fit counts compiling, steps and evaluations (loose: this machine is shared)
     # A resumed run keeps the steps it was fitted to; --budget there is refused, naming what to do.
     assert cli.main(["pretrain", "--resume", "--out", str(run), "--data", str(wikitext_slice),
                      "--budget", "1m"]) == 2
