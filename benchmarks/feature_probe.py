@@ -91,7 +91,7 @@ def main() -> None:
     print(cpu_line(), "|", args.run)
     source, tok, pretrained, _ = restore_run(args.run)
     task = tasks.get("sst2")
-    train_arrays, dev_arrays = finetune.load_splits(glue.SETTINGS["sst2"], task, args.data, tok)
+    train_arrays, _, dev_arrays = finetune.load_splits(glue.SETTINGS["sst2"], task, args.data, tok)
     random = finetune.Classifier(source.model, 2, rngs=nnx.Rngs(params=0)).bert
     for name, model in (("pretrained", pretrained), ("random", random)):
         tr, dv = features(model, train_arrays), features(model, dev_arrays)

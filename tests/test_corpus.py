@@ -90,3 +90,15 @@ def test_read_wiki_keeps_paragraphs_of_two_sentences(tmp_path):
     f.write_text(" = Heading = \n Only one . \n One . Not two\n First one . Second One . Third \n\n")
     assert corpus.read_wiki_paragraphs(f) == [["only one ."], ["one", "not two"], ["first one", "second one", "third"]]
     # Its errors are tested with the compiled reader's, in test_wikitext.py.
+
+
+def test_wordpiece_corpora_read_wikitext_without_its_markers(tmp_path):
+    """`@-@`, `@,@` and `@.@` join what they stood between, `<unk>` is left out (about 8% of WordPiece pieces
+    otherwise); the book's word-level paragraphs keep both, as the book does."""
+    path = tmp_path / "wiki.train.tokens"
+    path.write_text(" = Title = \n"
+                    " it cost 1 @,@ 000 dollars in the well @-@ known <unk> . it was 3 @.@ 5 m long . \n"
+                    " <unk> \n")
+    assert list(corpus.iter_documents(path)) == [["it cost 1,000 dollars in the well-known .", "it was 3.5 m long ."]]
+    assert corpus.read_wiki_paragraphs(path) == [["it cost 1 @,@ 000 dollars in the well @-@ known <unk>",
+                                                  "it was 3 @.@ 5 m long ."]]

@@ -8,8 +8,13 @@ import math
 import numpy as np
 import pytest
 
+import jax
+from flax import nnx
+
 import jaxbert
-from jaxbert import cli, finetune
+from jaxbert import cli, config, finetune, tasks
+from jaxbert.encode import restore_run
+from jaxbert.errors import JaxbertError
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +40,44 @@ def word_task(run_dir, tmp_path_factory):
     return folder
 
 
+def classifier(run_dir, pretrained=True, **settings):
+    cfg = config.FinetuneConfig(task="sst2", **settings)
+    return finetune.from_run(run_dir, cfg, lambda m: finetune.Classifier(m, 2, rngs=nnx.Rngs(params=cfg.seed)),
+                             pretrained=pretrained)[2]
+
+
 def test_the_classifier_starts_from_the_runs_encoder(run_dir):
+    """Every parameter of the pretrained arm's `bert`, the pooler and the pretraining heads included, is the
+    run's; the random arm shares none of its weight matrices; the outputs follow."""
     ids, segments, lens = jaxbert.load(run_dir)._inputs("a crane driver came", "he just left")
     expected = np.asarray(jaxbert.load(run_dir).encode("a crane driver came", "he just left"))
-    _, _, model = finetune.classifier_from_run(run_dir, 2, seed=0)
-    got = np.asarray(model.bert.encode(ids, segments, lens))[:, :int(lens[0])]
-    np.testing.assert_allclose(got, expected, atol=1e-5)  # eager here, compiled there
-    _, _, fresh = finetune.classifier_from_run(run_dir, 2, seed=0, pretrained=False)
+    _, _, run_model, _ = restore_run(run_dir)
+    ours = jax.tree.leaves(nnx.state(run_model, nnx.Param))
+    model = classifier(run_dir)
+    got = jax.tree.leaves(nnx.state(model.bert, nnx.Param))
+    assert len(got) == len(ours) and all(np.array_equal(a, b) for a, b in zip(got, ours))
+    assert np.array_equal(model.bert.pooler.kernel[...], run_model.pooler.kernel[...])
+    np.testing.assert_allclose(np.asarray(model.bert.encode(ids, segments, lens))[:, :int(lens[0])], expected,
+                               atol=1e-5)  # eager here, compiled there
+    fresh = classifier(run_dir, pretrained=False)
+    flat = lambda m: {k: np.asarray(v) for k, v in nnx.to_flat_state(nnx.state(m.bert, nnx.Param))}
+    pretrained, random = flat(model), flat(fresh)
+    matrices = [k for k, v in pretrained.items() if v.ndim == 2]
+    assert matrices and not any(np.array_equal(pretrained[k], random[k]) for k in matrices)
     assert not np.allclose(np.asarray(fresh.bert.encode(ids, segments, lens))[:, :int(lens[0])], expected)
+
+
+def test_fine_tuning_dropout_is_its_own_not_the_runs(run_dir):
+    """BERT fine-tunes with dropout 0.1, whatever the run pretrained with (--dropout)."""
+    assert config.FinetuneConfig(task="sst2").dropout == 0.1
+    from jaxbert.model import Dropout
+
+    for rate in (0.0, 0.1, 0.3):
+        model = classifier(run_dir, dropout=rate)
+        rates = [m.rate for _, m in nnx.iter_graph(model) if isinstance(m, Dropout)]
+        assert len(rates) > 4 and set(rates) == {rate}  # embeddings, attention, every layer's outputs, the head
+    with pytest.raises(JaxbertError, match="--dropout 1.0 must be in"):
+        config.FinetuneConfig(task="sst2", dropout=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +94,29 @@ def test_finetune_learns_a_task_and_keeps_the_best_epoch(finetuned, run_dir):
     out = finetuned
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
-    assert all(math.isfinite(r["train_loss"]) and 0 <= r["dev_accuracy"] <= 1 for r in rows)
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and max(r["dev_accuracy"] for r in rows) == 1.0
-    best = max(rows, key=lambda r: r["dev_accuracy"])  # the first epoch that reached the best score
+    # Each epoch is scored on the validation slice only: the reported split (dev.tsv) never chooses.
+    assert all(math.isfinite(r["train_loss"]) and 0 <= r["val_accuracy"] <= 1 for r in rows)
+    assert not any(k.startswith("dev_") for r in rows for k in r)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and max(r["val_accuracy"] for r in rows) == 1.0
+    best = max(rows, key=lambda r: r["val_accuracy"])  # the first epoch that reached the best score
     assert sorted(p.name for p in (out / "checkpoints").iterdir())[-1] == str(best["step"])
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["epoch"] == best["epoch"] and scores["val_accuracy"] == best["val_accuracy"]
+    assert 0.9 <= scores["dev_accuracy"] <= 1  # dev.tsv scored once, with the chosen epoch
     settings = json.loads((out / "finetune.json").read_text())
     assert settings["labels"] == ["0", "1"] and settings["init"] == str(run_dir) and not settings["random_init"]
+    assert (settings["train_examples"], settings["validation_examples"]) == (461, 51)  # 512 less a tenth
     assert settings["label_names"] == ["negative", "positive"] and not settings["pair"]
+
+
+def test_fine_tuning_keeps_the_pretraining_heads_as_they_were(finetuned, run_dir):
+    """The MLM and NSP heads are not trained (no task reads them); the encoder is."""
+    _, _, _, model = finetune.restore(finetuned)
+    _, _, run_model, _ = restore_run(run_dir)
+    for head in ("mlm", "nsp"):
+        kept, before = (jax.tree.leaves(nnx.state(getattr(m, head), nnx.Param)) for m in (model.bert, run_model))
+        assert kept and all(np.array_equal(a, b) for a, b in zip(kept, before, strict=True)), head
+    assert not np.array_equal(model.bert.pooler.kernel[...], run_model.pooler.kernel[...])
 
 
 TEXTS = ["the city good river house", "bad king school film", "music game road team war",
@@ -73,11 +124,13 @@ TEXTS = ["the city good river house", "bad king school film", "music game road t
 
 
 def test_predict_labels_stdin_and_files(finetuned, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(TEXTS[:2]) + "\n\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(TEXTS[0] + "\n\n  \n" + TEXTS[1] + "\n"))
     assert cli.main(["predict", str(finetuned)]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split("\t")[0] for line in lines] == ["positive", "negative"]  # the task learned the cue
-    assert [line.split("\t")[2] for line in lines] == TEXTS[:2] and all(float(x.split("\t")[1]) > 0.5 for x in lines)
+    # One output line per input line, blank ones included, so the output lines up with the input.
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [line[0] for line in lines] == ["positive", "", "", "negative"]  # the task learned the cue
+    assert [line[2] for line in lines] == [TEXTS[0], "", "  ", TEXTS[1]]
+    assert float(lines[0][1]) > 0.5 and float(lines[3][1]) > 0.5 and lines[1][1] == lines[2][1] == ""
     (tmp_path / "in.txt").write_text("\n".join(TEXTS))
     assert cli.main(["predict", str(finetuned), "--file", str(tmp_path / "in.txt")]) == 0
     assert len(capsys.readouterr().out.splitlines()) == len(TEXTS)
@@ -142,7 +195,13 @@ def test_finetune_refuses_bad_input_and_writes_nothing(run_dir, word_task, tmp_p
     cases = [(["--task", "mnli-mm", "--out", str(tmp_path / "a")], "unknown task 'mnli-mm'"),
              (["--task", "rte", "--out", str(tmp_path / "a")], "has no column 'sentence1'"),
              (["--task", "sst2", "--out", str(tmp_path / "a"), "--batch-size", "1000"], "fewer than one batch"),
-             (["--task", "sst2", "--out", str(tmp_path / "a"), "--epochs", "0"], "--epochs 0 must be positive")]
+             (["--task", "sst2", "--out", str(tmp_path / "a"), "--epochs", "0"], "--epochs 0 must be positive"),
+             (["--task", "sst2", "--out", str(tmp_path / "a"), "--max-len", "600"],
+              "--max-len 600 is longer than the 512 positions"),
+             (["--task", "sst2", "--out", str(tmp_path / "a"), "--max-len", "100000"], "use --max-len 512 or less"),
+             (["--task", "sst2", "--out", str(tmp_path / "a"), "--labels", "500"],
+              "--labels 500 is more than the 461 training examples"),
+             (["--task", "sst2", "--out", str(tmp_path / "a"), "--dropout", "1.5"], "--dropout 1.5 must be in")]
     for args, fragment in cases:
         assert cli.main(base + args) == 2
         err = capsys.readouterr().err
@@ -152,3 +211,74 @@ def test_finetune_refuses_bad_input_and_writes_nothing(run_dir, word_task, tmp_p
     (tmp_path / "b" / "notes.txt").write_text("mine")
     assert cli.main(base + ["--task", "sst2", "--out", str(tmp_path / "b")]) == 2
     assert "is not empty" in capsys.readouterr().err and (tmp_path / "b" / "notes.txt").read_text() == "mine"
+
+
+def test_labels_and_validation_are_balanced_disjoint_draws_shared_by_every_seed():
+    labels = np.r_[np.zeros(700, np.int32), np.ones(300, np.int32)]
+    data = tasks.TextPairs([f"text {i}" for i in range(1000)], None, labels)
+    index = {t: i for i, t in enumerate(data.text_a)}
+    rows = lambda d: np.array([index[t] for t in d.text_a])
+    train, val = finetune.split_training_set(config.FinetuneConfig(task="sst2", labelled=100, validation=40), data)
+    assert (len(train), len(val)) == (100, 40) and not set(rows(train)) & set(rows(val))
+    assert np.bincount(train.labels).tolist() == [50, 50] and np.bincount(val.labels).tolist() == [20, 20]
+    assert all(data.labels[i] == y for i, y in zip(rows(train), train.labels))
+    # The draw belongs to --data-seed: every training seed and both initialisations see the same examples.
+    again, _ = finetune.split_training_set(config.FinetuneConfig(task="sst2", labelled=100, validation=40, seed=3),
+                                          data)
+    other, _ = finetune.split_training_set(config.FinetuneConfig(task="sst2", labelled=100, validation=40,
+                                                                 data_seed=1), data)
+    assert rows(again).tolist() == rows(train).tolist() and rows(other).tolist() != rows(train).tolist()
+    # All labels: the validation slice (at most a tenth) is held out of them, never added back.
+    train, val = finetune.split_training_set(config.FinetuneConfig(task="sst2"), data)
+    assert (len(train), len(val)) == (900, 100) and not set(rows(train)) & set(rows(val))
+    with pytest.raises(JaxbertError, match="need 350 of class 1, but the training set has 280"):
+        finetune.split_training_set(config.FinetuneConfig(task="sst2", labelled=700, validation=40), data)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_epoch_before(run_dir, word_task, tmp_path, monkeypatch,
+                                                                    capsys):
+    """The loss turns NaN at a chosen step (as a too-high learning rate makes it): the run stops with one line
+    naming the step and the fix, keeps the last good epoch's model, or leaves nothing if there was none."""
+    make_steps = finetune.make_steps
+
+    def poisoned(at):
+        def wrapper(*args, **kw):
+            train_step, predict_step = make_steps(*args, **kw)
+            calls = []
+
+            def step(state, batch, key):
+                calls.append(1)
+                state, loss = train_step(state, batch, key)
+                return state, loss * np.nan if len(calls) >= at else loss
+            return step, predict_step
+        return wrapper
+
+    base = ["finetune", "--task", "sst2", "--data", str(word_task), "--init", str(run_dir), "--max-len", "16",
+            "--epochs", "3"]
+    monkeypatch.setattr(finetune, "make_steps", poisoned(at=20))  # 14 steps an epoch: NaN in epoch 2
+    assert cli.main(base + ["--out", str(tmp_path / "a")]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert last.startswith("jaxbert: error: the fine-tuning loss became nan at step 20 (epoch 2); lower "
+                           "--learning-rate") and last.endswith(f"kept in {tmp_path / 'a'}"), last
+    rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1] and [p.name for p in (tmp_path / "a" / "checkpoints").iterdir()] == ["14"]
+    assert len(finetune.classify(tmp_path / "a", TEXTS)) == len(TEXTS)  # the kept model works
+    monkeypatch.setattr(finetune, "make_steps", poisoned(at=1))
+    assert cli.main(base + ["--out", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("nothing was kept") and not (tmp_path / "b").exists()
+
+
+def test_head_tail_truncation_keeps_a_long_texts_first_quarter_and_its_end(run_dir):
+    tok = jaxbert.load(run_dir).tokenizer
+    words = "the city river house music game road team war king school film song army church ship".split()
+    data = tasks.TextPairs([" ".join(words), "the city"], None, np.array([0, 1], np.int32))
+    ids = lambda text: tok.encode(text).ids[1:-1]
+    arrays = finetune.encode_texts(tok, data, 10, "head_tail")  # 8 pieces: 2 from the head, 6 from the tail
+    first = arrays["input_ids"][0].tolist()
+    assert first[1:9] == ids(" ".join(words[:2])) + ids(" ".join(words[-6:]))
+    assert first[0] == tok.encode(words[0]).ids[0] and arrays["valid_lens"].tolist() == [10, 4]
+    head = finetune.encode_texts(tok, data, 10)
+    assert head["input_ids"][0].tolist()[1:9] == ids(" ".join(words[:8]))
+    # short texts are the same either way, padding included
+    assert arrays["input_ids"][1].tolist() == head["input_ids"][1].tolist()
+    assert not arrays["segment_ids"].any()

@@ -3,6 +3,7 @@
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 
@@ -75,3 +76,31 @@ def test_glue_reports_both_initialisations_over_seeds(run_dir, glue_dir, tmp_pat
     assert "already holds a GLUE-lite report" in capsys.readouterr().err
     assert cli.main(["glue", str(run_dir), "--data", str(tmp_path), "--out", str(tmp_path / "r2")]) == 2
     assert "must hold the GLUE folders" in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+def test_glue_starts_the_pretrained_arm_from_the_run_and_the_control_from_fresh_weights(run_dir, glue_dir, tmp_path,
+                                                                                      monkeypatch):
+    from flax import nnx
+
+    from jaxbert import finetune
+    from jaxbert.encode import restore_run
+
+    _, _, run_model, _ = restore_run(run_dir)
+    ours = jax.tree.leaves(nnx.state(run_model, nnx.Param))
+    seen, fit = [], finetune.fit
+
+    def recording_fit(cfg, model, *args, **kw):
+        seen.append((cfg.dropout, model.dropout.rate, jax.tree.leaves(nnx.state(model.bert, nnx.Param))))
+        return fit(cfg, model, *args, **kw)
+
+    monkeypatch.setattr(finetune, "fit", recording_fit)
+    quick = {"sst2": FinetuneConfig(task="sst2", max_len=16, epochs=1, learning_rate=3e-3)}
+    glue.run(run_dir, glue_dir, tmp_path / "report", seeds=2, task_names=("sst2",), settings=quick, log=lambda _: 0)
+    assert len(seen) == 4  # pretrained seeds 0 and 1, then random init seeds 0 and 1
+    for dropout, rate, leaves in seen:
+        assert dropout == rate == 0.1  # fine-tuning's dropout, not the run's
+    for _, _, leaves in seen[:2]:
+        assert all(np.array_equal(a, b) for a, b in zip(leaves, ours, strict=True))
+    for _, _, leaves in seen[2:]:
+        assert not any(np.array_equal(a, b) for a, b in zip(leaves, ours, strict=True) if a.ndim == 2)
+    assert not all(np.array_equal(a, b) for a, b in zip(seen[2][2], seen[3][2]) if a.ndim == 2)  # seeds differ

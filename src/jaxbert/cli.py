@@ -10,6 +10,7 @@
     jaxbert finetune --task sst2 --data GLUE/SST-2 --init RUN_DIR --out FT_DIR   # a classification head
     jaxbert predict FT_DIR < texts.txt     # label texts (pairs as A<TAB>B) with a fine-tuned model
     jaxbert glue RUN_DIR --data GLUE_DIR   # SST-2, MRPC, RTE, CoLA: pretrained vs random init, 5 seeds
+    jaxbert transfer RUN_DIR --task imdb --data aclImdb_v1.tar.gz --labels 100 500 all   # vs random init, TF-IDF
     jaxbert plan --preset bert-large --devices 8 --batch 256   # parameters, FLOPs, memory per device
     jaxbert export RUN_DIR HF_DIR          # a transformers BertForPreTraining checkpoint
     jaxbert import HF_DIR RUN_DIR          # a transformers BERT checkpoint as a jaxbert run
@@ -52,9 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
 
     def corpus_args(p, required=True):
-        p.add_argument("--corpus", nargs="+", required=required, metavar="FILE_OR_GLOB", help="input files")
+        p.add_argument("--corpus", nargs="+", required=required, metavar="FILE_OR_GLOB",
+                       help="input files (or IMDb's aclImdb_v1.tar.gz or aclImdb/ folder)")
         p.add_argument("--format", choices=corpus.FORMATS, default="auto",
-                       help="wikitext, text (blank line between documents), jsonl; auto: by file extension")
+                       help="wikitext, text (blank line between documents), jsonl, imdb (the unlabelled and "
+                            "training reviews, never the test ones); auto: by file extension, IMDb by its layout")
         p.add_argument("--text-field", default="text", help="JSON lines: the field holding the text")
         p.add_argument("--split-sentences", action="store_true",
                        help="text: split lines into sentences (default: one sentence per line)")
@@ -102,16 +105,20 @@ def _parser() -> argparse.ArgumentParser:
     fill.add_argument("--top-k", type=int, default=5, help="how many words per mask (default 5)")
 
     ft = sub.add_parser("finetune", help="fine-tune a run with a classification head on a task")
-    ft.add_argument("--task", required=True, help="sst2, cola, mrpc, rte, nli (sentence1, sentence2, label) or "
-                                                  "squad (extractive question answering, SQuAD v1.1)")
+    ft.add_argument("--task", required=True, help="sst2, cola, mrpc, rte, nli (sentence1, sentence2, label), imdb "
+                                                  "or squad (extractive question answering, SQuAD v1.1)")
     ft.add_argument("--data", required=True, type=Path,
-                    help="folder with train.tsv and dev.tsv (squad: train-v1.1.json and dev-v1.1.json)")
+                    help="folder with train.tsv and dev.tsv (squad: train-v1.1.json and dev-v1.1.json; imdb: "
+                         "aclImdb_v1.tar.gz or its aclImdb/ folder, scored on the test reviews)")
     ft.add_argument("--init", required=True, type=Path, help="a jaxbert run (pretrained, or imported)")
     ft.add_argument("--random-init", action="store_true",
                     help="the run's architecture and tokenizer with fresh weights: the control")
     ft.add_argument("--out", required=True, type=Path, help="directory to create")
     for name, default in finetune_defaults().items():  # every field of config.FinetuneConfig
-        ft.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, help=f"default {default}")
+        flag = {"labelled": "labels"}.get(name, name).replace("_", "-")
+        ft.add_argument(f"--{flag}", dest=name, metavar=flag.upper().replace("-", "_"), type=type(default),
+                        default=default,
+                        help=f"{FINETUNE_HELP[name]} (default {default})")
 
     pr = sub.add_parser("predict", help="label texts with a fine-tuned model, one per line (pairs as A<TAB>B; "
                                         "SQuAD: QUESTION<TAB>CONTEXT, prints the answer)")
@@ -126,6 +133,26 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                     help="override one config field, e.g. data.max_len=512 (repeatable)")
     pl.add_argument("--no-compile", action="store_true", help="skip compiling the step (no activation memory)")
+
+    tr = sub.add_parser("transfer", help="label efficiency: fine-tune a run and random init on N labels each (lr "
+                                         "and epochs chosen on a validation slice), beside TF-IDF + logistic "
+                                         "regression; write a table, JSON and a chart")
+    tr.add_argument("run_dir", type=Path)
+    tr.add_argument("--task", required=True, help="a classification task: imdb, sst2, cola, mrpc, rte")
+    tr.add_argument("--data", required=True, type=Path, help="the task's data, as for finetune")
+    tr.add_argument("--labels", nargs="+", required=True, metavar="N",
+                    help="labelled training examples per point, e.g. 100 500 2000 all")
+    tr.add_argument("--seeds", type=int, default=5, help="fine-tuning seeds per arm at its chosen setting (default 5)")
+    tr.add_argument("--learning-rates", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3], help="the lr grid")
+    tr.add_argument("--epochs", type=int, nargs="+", default=[2, 4, 8], help="the epochs grid")
+    tr.add_argument("--max-len", type=int, default=256, help="tokens per example (default 256)")
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--validation", type=int, default=1000, help="validation slice size (default 1000)")
+    tr.add_argument("--dropout", type=float, default=0.1)
+    tr.add_argument("--data-seed", type=int, default=0, help="the draws of the labels and the validation slice")
+    tr.add_argument("--truncation", choices=("head", "head_tail"), default="head",
+                    help="a long text keeps its head, or its first quarter and its end (default head)")
+    tr.add_argument("--out", type=Path, help="report folder (default RUN_DIR/transfer-TASK)")
 
     gl = sub.add_parser("glue", help="GLUE-lite: fine-tune SST-2, MRPC, RTE and CoLA from a run and from random "
                                      "init over several seeds; write a table, JSON and a chart")
@@ -148,6 +175,23 @@ def _duration(text: str) -> float:
     if not seconds > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive duration")
     return seconds
+
+
+FINETUNE_HELP = {
+    "max_len": "tokens per example (pairs cut longest-first); at most the model's positions",
+    "batch_size": "examples per step",
+    "epochs": "passes over the training examples; the one the validation slice scores best is kept",
+    "learning_rate": "AdamW's peak rate, after 10%% warmup, decaying linearly to 0",
+    "warmup_fraction": "share of the steps spent warming up",
+    "weight_decay": "AdamW weight decay on weight matrices",
+    "seed": "head initialisation, dropout and example order",
+    "max_train_examples": "use only the first N lines of the training file (0: all): quick runs",
+    "labelled": "train on a class-balanced draw of N labelled examples (0: all)",
+    "validation": "training examples held out, class-balanced (at most a tenth), to choose the epoch",
+    "data_seed": "the draws of --labels and the validation slice, shared by every --seed and --random-init",
+    "dropout": "hidden and attention dropout while fine-tuning, whatever the run pretrained with",
+    "truncation": "head: a long single text keeps its start; head_tail: its first quarter and its end",
+}
 
 
 def finetune_defaults() -> dict:
@@ -261,8 +305,12 @@ def finetune(args) -> None:
 
     cfg = config.FinetuneConfig(task=args.task, **{k: getattr(args, k) for k in finetune_defaults()})
     best = ft.run(cfg, args.data, args.init, args.out, random_init=args.random_init)
-    scores = ", ".join(f"{k.removeprefix('dev_')} {v:.4f}" for k, v in best.items() if k.startswith("dev_"))
-    print(f"best epoch {best['epoch']}: dev {scores}; kept in {args.out}")  # squad: exact_match and f1 in %
+    show = lambda split: ", ".join(f"{k.removeprefix(split + '_')} {v:.4f}" for k, v in best.items()
+                                   if k.startswith(split + "_"))
+    chosen = f"epoch {best['epoch']} (validation {show('val')})" if any(k.startswith("val_") for k in best) else \
+        f"epoch {best['epoch']}"
+    reported = "test" if any(k.startswith("test_") for k in best) else "dev"
+    print(f"kept {chosen} in {args.out}: {reported} {show(reported)}")  # squad: exact_match and f1 in %
 
 
 def predict(args) -> None:
@@ -271,20 +319,26 @@ def predict(args) -> None:
     if args.file is not None and not args.file.is_file():
         raise JaxbertError(f"{args.file} does not exist; pass a text file with one input per line")
     lines = (args.file.read_text(encoding="utf-8") if args.file else sys.stdin.read()).splitlines()
-    lines = [line for line in lines if line.strip()]
-    if not lines:
+    if not any(line.strip() for line in lines):
         raise JaxbertError(f"{args.file or 'standard input'} holds no text; give one input per line")
-    texts = [tuple(line.split("\t", 1)) if "\t" in line else line for line in lines]
+    # One output line per input line, in order: a blank input line gets a blank answer, so the output can be
+    # pasted beside the input.
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    texts = [tuple(lines[i].split("\t", 1)) if "\t" in lines[i] else lines[i] for i in filled]
+    answers = [""] * len(lines)
     if ft.read_settings(args.model_dir)["task"] == "squad":
         from jaxbert import qa
 
         if not all(isinstance(t, tuple) for t in texts):
             raise JaxbertError("a SQuAD model answers a question about a context: give each as QUESTION<TAB>CONTEXT")
-        for line, answer in zip(lines, qa.answer(args.model_dir, texts)):
-            print(f"{answer}\t{line}")
-        return
-    for line, (label, p) in zip(lines, ft.classify(args.model_dir, texts)):
-        print(f"{label}\t{p:.4f}\t{line}")
+        for i, answer in zip(filled, qa.answer(args.model_dir, texts)):
+            answers[i] = answer
+    else:
+        answers = ["\t"] * len(lines)
+        for i, (label, p) in zip(filled, ft.classify(args.model_dir, texts)):
+            answers[i] = f"{label}\t{p:.4f}"
+    for answer, line in zip(answers, lines):
+        print(f"{answer}\t{line}")
 
 
 def glue(args) -> None:
@@ -294,6 +348,24 @@ def glue(args) -> None:
     report = glue_lite.run(args.run_dir, args.data, out, seeds=args.seeds, task_names=args.tasks)
     print(glue_lite.markdown(report), end="")
     print(f"report in {out}: glue.md, glue.json, glue.png")
+
+
+def transfer(args) -> None:
+    from jaxbert import transfer as report
+
+    try:
+        labels = [0 if n == "all" else int(n) for n in args.labels]
+    except ValueError:
+        raise JaxbertError(f"--labels {' '.join(args.labels)}: give counts or 'all', e.g. --labels 100 500 all"
+                           ) from None
+    base = config.FinetuneConfig(task=args.task, max_len=args.max_len, batch_size=args.batch_size,
+                                 validation=args.validation, dropout=args.dropout, data_seed=args.data_seed,
+                                 truncation=args.truncation)
+    out = args.out or args.run_dir / f"transfer-{args.task}"
+    result = report.run(args.run_dir, args.task, args.data, out, labels=labels, seeds=args.seeds, base=base,
+                        learning_rates=args.learning_rates, epochs=args.epochs)
+    print(report.markdown(result), end="")
+    print(f"report in {out}: transfer.md, transfer.json, transfer.png")
 
 
 def plan(args) -> None:
@@ -309,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command = {"pretrain": pretrain, "encode": encode, "prepare": prepare, "tokenizer": tokenizer_train,
                    "export": export, "import": import_, "fill-mask": fill_mask, "finetune": finetune,
-                   "glue": glue, "predict": predict, "plan": plan}
+                   "glue": glue, "predict": predict, "plan": plan, "transfer": transfer}
         command[args.command](args)
     except JaxbertError as e:
         print(f"jaxbert: error: {e}", file=sys.stderr)

@@ -189,7 +189,12 @@ class FinetuneConfig:
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     seed: int = 0  # head initialisation, dropout and the order of examples
+    dropout: float = 0.1  # hidden and attention dropout while fine-tuning, whatever the run pretrained with
     max_train_examples: int = 0  # 0 = all: a cap for quick runs
+    labelled: int = 0  # --labels: train on a class-balanced draw of this many labelled examples; 0 = all
+    validation: int = 1000  # training examples held out (class-balanced, at most a tenth) to choose the epoch
+    data_seed: int = 0  # the draws of --labels and --validation (the same for every --seed and --random-init)
+    truncation: str = "head"  # a long single text keeps its head, or head_tail: its first quarter and its end
 
     def __post_init__(self):
         for name in ("max_len", "batch_size", "epochs"):
@@ -197,6 +202,12 @@ class FinetuneConfig:
                 raise JaxbertError(f"--{name.replace('_', '-')} {getattr(self, name)} must be positive")
         if not self.learning_rate > 0 or not 0 <= self.warmup_fraction < 1:
             raise JaxbertError("the learning rate must be positive and the warmup fraction in [0, 1)")
+        if self.labelled < 0 or self.validation <= 0 or self.max_train_examples < 0:
+            raise JaxbertError("--labels and --max-train-examples must not be negative, --validation must be positive")
+        if self.truncation not in ("head", "head_tail"):
+            raise JaxbertError(f"--truncation {self.truncation!r} is not one of head, head_tail")
+        if not 0 <= self.dropout < 1:
+            raise JaxbertError(f"--dropout {self.dropout} must be in [0, 1)")
 
 
 MESH_MODES = ("data", "fsdp")

@@ -3,17 +3,22 @@
     jaxbert finetune --task sst2 --data ../shared/data/glue/SST-2 --init runs/tiny --out runs/sst2
     jaxbert finetune ... --random-init     # the same architecture and tokenizer without pretraining: the control
 
-The head is `transformers.BertForSequenceClassification`'s: dropout and a dense layer on the pooled `<cls>`
-vector. Training is AdamW with linear warmup and decay (clipped at norm 1); the dev set is scored after every
-epoch and the best epoch's parameters (by the task's first metric) are what the output directory keeps.
+The head is `transformers.BertForSequenceClassification`'s: dropout (`--dropout`, 0.1 as in BERT, whatever the
+run pretrained with) and a dense layer on the pooled `<cls>` vector. Training is AdamW with linear warmup and
+decay (clipped at norm 1). A validation slice held out of the training file (`--validation` examples, class-
+balanced) is scored after every epoch and chooses the epoch kept; the reported split (GLUE's dev.tsv, IMDb's
+test reviews) is scored once, with that epoch's parameters. `--labels N` trains on a class-balanced draw of N
+labelled examples. A NaN or infinite loss stops the run at the end of its epoch.
 
 OUT/finetune.json   the fine-tuning settings, the task's labels and the source run
 OUT/config.json     the encoder's config (the source run's), OUT/tokenizer.json its tokenizer
-OUT/checkpoints/    orbax: the best epoch's parameters      OUT/metrics.jsonl: one row per epoch
+OUT/checkpoints/    orbax: the chosen epoch's parameters    OUT/metrics.jsonl: one row per epoch
+OUT/scores.json     the chosen epoch's row and the reported split's scores
 """
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +38,7 @@ from jaxbert.errors import JaxbertError
 from jaxbert.model import BertForPreTraining, Dropout
 
 SETTINGS = "finetune.json"
+SCORES = "scores.json"
 
 
 class Classifier(nnx.Module):
@@ -59,13 +65,33 @@ class State:
     opt_state: optax.OptState
 
 
-def encode_texts(tok, data: tasks.TextPairs, max_len: int) -> dict[str, np.ndarray]:
-    """Fixed-shape arrays: ids, segment ids (B is segment 1) and valid lengths, truncated and padded."""
+def encode_texts(tok, data: tasks.TextPairs, max_len: int, truncation: str = "head") -> dict[str, np.ndarray]:
+    """Fixed-shape arrays: ids, segment ids (B is segment 1) and valid lengths, truncated and padded.
+
+    Pairs are cut longest-first, as transformers does. A single text longer than `max_len` keeps its first
+    pieces ("head"), or ("head_tail") its first quarter and its last three quarters of `max_len`: the head and
+    tail of a long review carry most of its verdict (Sun et al. 2019 found 128 + 382 of 512 best on IMDb)."""
     tok = tok.from_str(tok.to_str())  # a copy: truncation and padding are settings of the tokenizer
     pad = tokenization.special_ids(tok).pad
+    inputs = list(zip(data.text_a, data.text_b)) if data.text_b is not None else data.text_a
+    if truncation == "head_tail" and data.text_b is None:
+        tok.no_truncation()
+        tok.no_padding()
+        n, ids = max_len - 2, np.full((len(inputs), max_len), pad, np.int32)
+        head = n // 4
+        lens = np.zeros(len(inputs), np.int32)
+        for i, e in enumerate(tok.encode_batch(inputs)):
+            body = e.ids[1:-1]  # between <cls> and <sep>
+            if len(body) > n:
+                body = body[:head] + body[len(body) - (n - head):]
+            row = [e.ids[0], *body, e.ids[-1]]
+            ids[i, :len(row)], lens[i] = row, len(row)
+        return {"input_ids": ids, "segment_ids": np.zeros_like(ids), "valid_lens": lens,
+                "labels": data.labels.astype(np.int32)}
+    if truncation not in ("head", "head_tail"):
+        raise JaxbertError(f"--truncation {truncation!r} is not one of head, head_tail")
     tok.enable_truncation(max_len)
     tok.enable_padding(pad_id=pad, pad_token=tok.id_to_token(pad), length=max_len)
-    inputs = list(zip(data.text_a, data.text_b)) if data.text_b is not None else data.text_a
     encs = tok.encode_batch(inputs)
     return {"input_ids": np.array([e.ids for e in encs], np.int32),
             "segment_ids": np.array([e.type_ids for e in encs], np.int32),
@@ -73,13 +99,19 @@ def encode_texts(tok, data: tasks.TextPairs, max_len: int) -> dict[str, np.ndarr
             "labels": data.labels.astype(np.int32)}
 
 
-def classifier_from_run(run_dir: Path, num_labels: int, *, seed: int, pretrained: bool = True):
-    """(source config, tokenizer, Classifier) whose encoder holds the run's weights (or fresh ones)."""
-    cfg, tok, pretrained_model, _ = restore_run(run_dir)
-    model = Classifier(cfg.model, num_labels, rngs=nnx.Rngs(params=seed))
+def from_run(run_dir: Path, cfg: FinetuneConfig, make, *, pretrained: bool = True):
+    """(source config, tokenizer, model): `make(model config)` with fine-tuning's dropout (`cfg.dropout`, not
+    the run's), its `bert` holding the run's weights (or fresh ones). Refuses a `cfg.max_len` longer than the
+    run's position table, whose missing rows would turn into NaN embeddings."""
+    source, tok, pretrained_model, _ = restore_run(run_dir)
+    positions = source.model.max_position_embeddings
+    if cfg.max_len > positions:
+        raise JaxbertError(f"--max-len {cfg.max_len} is longer than the {positions} positions of {run_dir}'s model; "
+                           f"use --max-len {positions} or less")
+    model = make(with_dropout(source.model, cfg))
     if pretrained:
         nnx.update(model.bert, nnx.state(pretrained_model, nnx.Param))
-    return cfg, tok, model
+    return source, tok, model
 
 
 def classification_loss(model, batch, key):
@@ -117,18 +149,61 @@ def predict(predict_step, params, arrays: dict[str, np.ndarray], batch_size: int
     return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *out)
 
 
-def load_splits(cfg: FinetuneConfig, task: tasks.Task, data_dir: Path, tok):
-    """(train arrays, dev arrays) of `data_dir`/{train,dev}.tsv, the training set capped as `cfg` says."""
-    train_data, dev_data = (task.read(Path(data_dir) / f"{split}.tsv") for split in ("train", "dev"))
+def balanced_draw(labels: np.ndarray, n: int, rng: np.random.Generator, what: str) -> np.ndarray:
+    """Indices of `n` examples, as many of each class as can be (the first classes in a seeded order take the
+    remainder), each class's drawn at random; sorted."""
+    classes = np.unique(labels)
+    shares = np.full(len(classes), n // len(classes))
+    shares[rng.permutation(len(classes))[:n % len(classes)]] += 1
+    picked = []
+    for c, share in zip(classes, shares):
+        pool = np.flatnonzero(labels == c)
+        if share > len(pool):
+            raise JaxbertError(f"{what}: {n} examples need {share} of class {int(c)}, but the training set has "
+                               f"{len(pool)}; ask for fewer")
+        picked.append(rng.choice(pool, share, replace=False))
+    return np.sort(np.concatenate(picked))
+
+
+def subset(data: tasks.TextPairs, rows: np.ndarray) -> tasks.TextPairs:
+    return tasks.TextPairs([data.text_a[i] for i in rows], data.text_b and [data.text_b[i] for i in rows],
+                           data.labels[rows])
+
+
+def split_training_set(cfg: FinetuneConfig, data: tasks.TextPairs) -> tuple[tasks.TextPairs, tasks.TextPairs]:
+    """(examples to train on, validation slice) of a training file, as `cfg` says.
+
+    The validation slice (class-balanced, `cfg.validation` examples, at most a tenth of the file) is the only
+    thing that chooses the epoch; the reported split is scored once, at the end. `cfg.labelled` N > 0 trains on a
+    class-balanced draw of N of the other examples; the draws depend on `cfg.data_seed` only, so both
+    initialisations and every training seed see the same examples."""
     if cfg.max_train_examples:  # before tokenizing: the cap exists to make quick runs quick
-        keep = slice(0, cfg.max_train_examples)
-        train_data = tasks.TextPairs(train_data.text_a[keep], train_data.text_b and train_data.text_b[keep],
-                                     train_data.labels[keep])
-    train_arrays, dev_arrays = (encode_texts(tok, d, cfg.max_len) for d in (train_data, dev_data))
-    if len(train_arrays["labels"]) < cfg.batch_size:
-        raise JaxbertError(f"{len(train_arrays['labels'])} training examples are fewer than one batch of "
+        data = subset(data, np.arange(min(cfg.max_train_examples, len(data))))
+    rng = np.random.default_rng([cfg.data_seed, 7])
+    n_val = min(cfg.validation, len(data) // 10)
+    if n_val < len(np.unique(data.labels)):
+        raise JaxbertError(f"{len(data)} training examples are too few to hold out a validation slice (a tenth of "
+                           f"them, one of each class at least); give a larger training file")
+    val = balanced_draw(data.labels, n_val, rng, "--validation")
+    rest = np.setdiff1d(np.arange(len(data)), val)
+    if cfg.labelled:
+        if cfg.labelled > len(rest):
+            raise JaxbertError(f"--labels {cfg.labelled} is more than the {len(rest)} training examples left beside "
+                               f"the validation slice; ask for fewer, or use --labels 0 for all")
+        rest = rest[balanced_draw(data.labels[rest], cfg.labelled, rng, "--labels")]
+    return subset(data, rest), subset(data, val)
+
+
+def load_splits(cfg: FinetuneConfig, task: tasks.Task, data_dir: Path, tok):
+    """(train, validation, reported) arrays: the training file split as `split_training_set` says, and the
+    split that is reported (a GLUE folder's dev.tsv), of `data_dir`."""
+    train_data, reported = task.read_splits(Path(data_dir))
+    train_data, val_data = split_training_set(cfg, train_data)
+    arrays = [encode_texts(tok, d, cfg.max_len, cfg.truncation) for d in (train_data, val_data, reported)]
+    if len(arrays[0]["labels"]) < cfg.batch_size:
+        raise JaxbertError(f"{len(arrays[0]['labels'])} training examples are fewer than one batch of "
                            f"{cfg.batch_size}; lower --batch-size")
-    return train_arrays, dev_arrays
+    return tuple(arrays)
 
 
 # Parameters that fine-tuning leaves as they are: the pretraining heads, which no task head reads (they stay in
@@ -155,12 +230,14 @@ def _labels(params):
 
 
 def fit(cfg: FinetuneConfig, model: nnx.Module, train_arrays, evaluate, primary: str, *, steps=None,
-        on_epoch=None, quiet: bool = False, loss=classification_loss, predict_fn=classification_predict):
+        on_epoch=None, quiet: bool = False, loss=classification_loss, predict_fn=classification_predict,
+        split: str = "val"):
     """Train `model`, scoring after each epoch; (best epoch's row, its parameters, the compiled steps).
 
-    `evaluate(predict_step, params)` gives the epoch's dev scores, and the first epoch with the highest
-    `primary` score is the best. `steps` reuses the compiled (train_step, predict_step) of an earlier call with
-    the same shapes and settings (default: classification's); `on_epoch(row, state, is_best)` runs after each.
+    `evaluate(predict_step, params)` gives the epoch's scores on the validation slice (named `split` in the
+    rows), and the first epoch with the highest `primary` score is the best. `steps` reuses the compiled
+    (train_step, predict_step) of an earlier call with the same shapes and settings (default: classification's);
+    `on_epoch(row, state, is_best)` runs after each.
     """
     n = len(train_arrays["input_ids"])
     per_epoch = n // cfg.batch_size
@@ -178,19 +255,29 @@ def fit(cfg: FinetuneConfig, model: nnx.Module, train_arrays, evaluate, primary:
             state, loss = train_step(state, {k: v[idx] for k, v in train_arrays.items()}, dropout_key)
             losses.append(loss)
             bar.update()
+        losses = np.asarray(jax.device_get(losses))  # host sync, once an epoch
+        if not np.isfinite(losses).all():
+            bar.close()
+            bad = int(np.argmin(np.isfinite(losses)))
+            raise NonFinite(f"the fine-tuning loss became {losses[bad]} at step {(epoch - 1) * per_epoch + bad + 1} "
+                            f"(epoch {epoch}); lower --learning-rate")
         scores = evaluate(predict_step, state.params)
-        row = {"epoch": epoch, "step": int(state.step), "train_loss": float(np.mean(jax.device_get(losses))),
-               **{f"dev_{k}": v for k, v in scores.items()}}
+        row = {"epoch": epoch, "step": int(state.step), "train_loss": float(np.mean(losses)),
+               **{f"{split}_{k}": v for k, v in scores.items()}}
         if not quiet:
-            bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f}, dev "
+            bar.write(f"epoch {epoch}: train loss {row['train_loss']:.4f}, {split} "
                       + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-        is_best = best is None or scores[primary] > best[f"dev_{primary}"]
+        is_best = best is None or scores[primary] > best[f"{split}_{primary}"]
         if is_best:
             best, best_params = row, jax.tree.map(jnp.copy, state.params)  # the next step donates the state
         if on_epoch:
             on_epoch(row, state, is_best)
     bar.close()
     return best, best_params, (train_step, predict_step)
+
+
+class NonFinite(JaxbertError):
+    """A fine-tuning loss that is NaN or infinite: the run stops at the end of that epoch."""
 
 
 def scorer(task: tasks.Task, dev_arrays, batch_size: int):
@@ -206,23 +293,33 @@ class Job(NamedTuple):
     tok: object
     model: nnx.Module
     train_arrays: dict
-    evaluate: object  # fit's `evaluate(predict_step, params)`
-    primary: str  # the dev score that picks the best epoch
+    evaluate: object  # fit's `evaluate(predict_step, params)` on the validation slice: it chooses the epoch
+    primary: str  # the score that picks the best epoch
     settings: dict  # recorded in finetune.json beside the FinetuneConfig
     loss: object = classification_loss
     predict_fn: object = classification_predict
+    report: object = None  # `evaluate` on the reported split, called once with the chosen epoch's parameters
+    report_split: str = "dev"  # its name in the results (None: `evaluate` reads that split itself, as SQuAD's)
+
+
+def with_dropout(model_cfg: ModelConfig, cfg: FinetuneConfig) -> ModelConfig:
+    return dataclasses.replace(model_cfg, hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
 
 
 def classification_job(cfg: FinetuneConfig, data_dir: Path, init: Path, random_init: bool) -> Job:
     task = tasks.get(cfg.task)
-    source, tok, model = classifier_from_run(init, len(task.labels), seed=cfg.seed, pretrained=not random_init)
-    train_arrays, dev_arrays = load_splits(cfg, task, data_dir, tok)
-    return Job(source, tok, model, train_arrays, scorer(task, dev_arrays, cfg.batch_size), task.metrics[0],
-               {"labels": list(task.labels), "label_names": list(task.label_names), "pair": task.pair})
+    source, tok, model = from_run(init, cfg, lambda m: Classifier(m, len(task.labels), rngs=nnx.Rngs(params=cfg.seed)),
+                                  pretrained=not random_init)
+    train_arrays, val_arrays, reported = load_splits(cfg, task, data_dir, tok)
+    return Job(source, tok, model, train_arrays, scorer(task, val_arrays, cfg.batch_size), task.metrics[0],
+               {"labels": list(task.labels), "label_names": list(task.label_names), "pair": task.pair,
+                "train_examples": len(train_arrays["labels"]), "validation_examples": len(val_arrays["labels"])},
+               report=scorer(task, reported, cfg.batch_size), report_split=task.reported_split)
 
 
 def run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_init: bool = False) -> dict:
-    """Fine-tune and keep the best epoch; returns its dev metrics."""
+    """Fine-tune, keep the epoch that scores best on the validation slice and score the reported split with
+    it, once; returns the chosen epoch's row with those scores (`dev_...` or `test_...`)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise JaxbertError(f"{out} is not empty; choose a new --out")
@@ -245,9 +342,20 @@ def run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_in
         if is_best:
             checkpoint.save(mngr, int(state.step), state.params, state.opt_state)
 
-    best, _, _ = fit(cfg, job.model, job.train_arrays, job.evaluate, job.primary, on_epoch=keep, loss=job.loss,
-                     predict_fn=job.predict_fn)
+    try:
+        best, params, (_, predict_step) = fit(cfg, job.model, job.train_arrays, job.evaluate, job.primary,
+                                              on_epoch=keep, loss=job.loss, predict_fn=job.predict_fn,
+                                              split="val" if job.report else job.report_split)
+    except NonFinite as e:
+        mngr.wait_until_finished()
+        if rundir.latest_step(out) is None:  # nothing worth keeping: leave no half-made model behind
+            shutil.rmtree(out)
+            raise NonFinite(f"{e}; nothing was kept") from None
+        raise NonFinite(f"{e}; the best epoch before it is kept in {out}") from None
     mngr.wait_until_finished()
+    if job.report:
+        best = {**best, **{f"{job.report_split}_{k}": v for k, v in job.report(predict_step, params).items()}}
+    (out / SCORES).write_text(json.dumps(best, indent=2) + "\n")
     return best
 
 
@@ -288,7 +396,7 @@ def classify(out_dir: Path, texts: list[str] | list[tuple[str, str]], batch_size
             "sentence pairs: give each as A<TAB>B" if settings["pair"] else "single sentences: give no pair"))
     data = tasks.TextPairs([a for a, _ in pairs], [b for _, b in pairs] if settings["pair"] else None,
                            np.zeros(len(pairs), np.int32))
-    arrays = encode_texts(tok, data, settings["max_len"])
+    arrays = encode_texts(tok, data, settings["max_len"], settings.get("truncation", "head"))  # older: head
     graphdef, params = nnx.split(model, nnx.Param)
     probs = jax.jit(lambda p, b: jax.nn.softmax(nnx.merge(graphdef, p)(b["input_ids"], b["segment_ids"],
                                                                         b["valid_lens"]), -1))

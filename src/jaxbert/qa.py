@@ -21,7 +21,6 @@ from flax import nnx
 
 from jaxbert import finetune, squad
 from jaxbert.config import FinetuneConfig, ModelConfig
-from jaxbert.encode import restore_run
 from jaxbert.errors import JaxbertError
 from jaxbert.model import BertForPreTraining
 
@@ -75,10 +74,8 @@ def job(cfg: FinetuneConfig, data_dir: Path, init: Path, random_init: bool) -> f
     train_examples, dev_examples = squad.read(find(data_dir, "train")), squad.read(find(data_dir, "dev"))
     if cfg.max_train_examples:
         train_examples = train_examples[:cfg.max_train_examples]
-    source, tok, pretrained, _ = restore_run(init)
-    model = SpanModel(source.model, rngs=nnx.Rngs(params=cfg.seed))
-    if not random_init:
-        nnx.update(model.bert, nnx.state(pretrained, nnx.Param))
+    source, tok, model = finetune.from_run(init, cfg, lambda m: SpanModel(m, rngs=nnx.Rngs(params=cfg.seed)),
+                                           pretrained=not random_init)
     train = squad.features(train_examples, tok, train=True, **windows(cfg))
     train_arrays = {k: train[k] for k in INPUTS + ("start_positions", "end_positions")}
     if len(train_arrays["input_ids"]) < cfg.batch_size:

@@ -68,6 +68,7 @@ class Task:
     metrics: tuple[str, ...] = ("accuracy",)
     header: bool = True
     names: tuple[str, ...] | None = None  # what a label means, where the files write only a number
+    reported_split: str = "dev"  # the split a fine-tuned model is scored on once, at the end
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -80,6 +81,10 @@ class Task:
 
     def score(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return {m: METRICS[m](predictions, labels) for m in self.metrics}
+
+    def read_splits(self, folder: Path) -> tuple[TextPairs, TextPairs]:
+        """(training examples, the reported split's) of a folder holding train.tsv and dev.tsv."""
+        return self.read(Path(folder) / "train.tsv"), self.read(Path(folder) / "dev.tsv")
 
     def read(self, path: Path) -> TextPairs:
         """The examples of a TSV file in this task's layout, or of a `.jsonl` file with the same field names."""
@@ -169,6 +174,23 @@ def _read_jsonl(path: Path) -> _Rows:
     return _Rows(rows, sorted(names))
 
 
+@dataclasses.dataclass(frozen=True)
+class ReviewsTask(Task):
+    """IMDb: `--data` is the archive or its aclImdb/ folder (imdb.py); the test reviews are the reported split."""
+
+    def read_splits(self, folder: Path) -> tuple[TextPairs, TextPairs]:
+        from jaxbert import imdb
+
+        parts = imdb.reviews(folder, tuple((split, label) for split in ("train", "test") for label in self.labels))
+
+        def split(name: str) -> TextPairs:
+            texts = [parts[name, label] for label in self.labels]
+            return TextPairs([t for group in texts for t in group], None,
+                             np.concatenate([np.full(len(g), i, np.int32) for i, g in enumerate(texts)]))
+
+        return split("train"), split("test")
+
+
 # The GLUE tasks in their distributed layouts, and generic tasks for a user's own files (header names).
 TASKS = {
     "sst2": Task(name="sst2", labels=("0", "1"), columns=("sentence", None, "label"),
@@ -182,6 +204,10 @@ TASKS = {
     "nli": Task(name="nli", labels=("entailment", "neutral", "contradiction"),
                 columns=("sentence1", "sentence2", "label")),
 }
+
+
+TASKS["imdb"] = ReviewsTask(name="imdb", labels=("neg", "pos"), columns=("text", None, "label"),
+                            reported_split="test")
 
 
 def get(name: str) -> Task:
