@@ -76,6 +76,8 @@ def run(run_dir: Path, task_name: str, data: Path, out: Path, *, labels: list[in
                     setting = dataclasses.replace(cfg, learning_rate=lr, epochs=e, batch_size=batch, seed=0)
                     best, _, _ = fine_tune(setting)
                     grid.append({"learning_rate": lr, "epochs": e, "validation": best[f"val_{task.metrics[0]}"]})
+                    log(f"  {len(train_data)} labels, {arm}: lr {lr:g}, {e} epochs: validation "
+                        f"{task.metrics[0]} {grid[-1]['validation']:.4f} (epoch {best['epoch']})")
             choice = max(grid, key=lambda g: g["validation"])  # the first of the best, in grid order
             scores, steps = [], None
             for seed in range(seeds):  # the seeds share one compiled program: only the seed differs
@@ -83,6 +85,8 @@ def run(run_dir: Path, task_name: str, data: Path, out: Path, *, labels: list[in
                                               batch_size=batch, seed=seed)
                 _, params, steps = fine_tune(setting, steps)
                 scores.append(finetune.scorer(task, reported_arrays, batch)(steps[1], params)[task.metrics[0]])
+                log(f"  {len(train_data)} labels, {arm}, seed {seed}: {task.reported_split} {task.metrics[0]} "
+                    f"{scores[-1]:.4f}")
             point[arm] = {"grid": grid, "choice": choice, "scores": scores, **summarize(scores)}
         point["tfidf"] = tfidf_baseline(train_data, val_data, reported, task)
         point["seconds"] = round(time.perf_counter() - started)
