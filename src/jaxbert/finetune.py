@@ -99,15 +99,19 @@ def encode_texts(tok, data: tasks.TextPairs, max_len: int, truncation: str = "he
             "labels": data.labels.astype(np.int32)}
 
 
+def check_max_len(cfg: FinetuneConfig, model_cfg: ModelConfig, run_dir: Path) -> None:
+    positions = model_cfg.max_position_embeddings
+    if cfg.max_len > positions:
+        raise JaxbertError(f"--max-len {cfg.max_len} is longer than the {positions} positions of {run_dir}'s model; "
+                           f"use --max-len {positions} or less")
+
+
 def from_run(run_dir: Path, cfg: FinetuneConfig, make, *, pretrained: bool = True):
     """(source config, tokenizer, model): `make(model config)` with fine-tuning's dropout (`cfg.dropout`, not
     the run's), its `bert` holding the run's weights (or fresh ones). Refuses a `cfg.max_len` longer than the
     run's position table, whose missing rows would turn into NaN embeddings."""
     source, tok, pretrained_model, _ = restore_run(run_dir)
-    positions = source.model.max_position_embeddings
-    if cfg.max_len > positions:
-        raise JaxbertError(f"--max-len {cfg.max_len} is longer than the {positions} positions of {run_dir}'s model; "
-                           f"use --max-len {positions} or less")
+    check_max_len(cfg, source.model, run_dir)
     model = make(with_dropout(source.model, cfg))
     if pretrained:
         nnx.update(model.bert, nnx.state(pretrained_model, nnx.Param))

@@ -20,7 +20,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 from flax import nnx
 
 from jaxbert import finetune, tasks
@@ -44,10 +43,7 @@ def run(run_dir: Path, task_name: str, data: Path, out: Path, *, labels: list[in
     task = tasks.get(task_name)
     base = base or FinetuneConfig(task=task_name, max_len=256)
     source, tok, pretrained, _ = restore_run(run_dir)
-    positions = source.model.max_position_embeddings
-    if base.max_len > positions:
-        raise JaxbertError(f"--max-len {base.max_len} is longer than the {positions} positions of {run_dir}'s "
-                           f"model; use --max-len {positions} or less")
+    finetune.check_max_len(base, source.model, run_dir)
     encoder = nnx.state(pretrained, nnx.Param)
     train_file, reported = task.read_splits(Path(data))  # read before anything trains: a bad path fails now
     reported_arrays = finetune.encode_texts(tok, reported, base.max_len, base.truncation)
