@@ -282,3 +282,26 @@ def test_head_tail_truncation_keeps_a_long_texts_first_quarter_and_its_end(run_d
     # short texts are the same either way, padding included
     assert arrays["input_ids"][1].tolist() == head["input_ids"][1].tolist()
     assert not arrays["segment_ids"].any()
+
+
+def test_trimmed_prediction_gives_every_row_its_own_answer_in_order(run_dir):
+    """`predict(trim=True)` sorts rows by length and cuts each batch's padding: the outputs (here the encoder's
+    `<cls>` vector, layer-normed, so O(1)) are those of full-width batches (padding is masked, so only float
+    rounding differs), row for row in the input order."""
+    tok = jaxbert.load(run_dir).tokenizer
+    words = "the city river house music game road team war king school film song army church ship".split()
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, int(rng.integers(1, 60)))) for _ in range(37)]
+    data = tasks.TextPairs(texts, None, np.zeros(len(texts), np.int32))
+    model = classifier(run_dir)
+    arrays = finetune.encode_texts(tok, data, 64)
+    assert len(set(arrays["valid_lens"].tolist())) > 20 and arrays["valid_lens"].max() > 32  # two widths at least
+    graphdef, params = nnx.split(model, nnx.Param)
+    _, step = finetune.make_steps(graphdef, None, predict_fn=lambda m, b: m.bert.encode(
+        b["input_ids"], b["segment_ids"], b["valid_lens"])[:, 0])
+    full = finetune.predict(step, params, arrays, 8)
+    trimmed = finetune.predict(step, params, arrays, 8, trim=True)
+    assert full.shape == trimmed.shape == (len(texts), model.bert.pooler.kernel.shape[0])
+    # float32 values of O(1), from sums of at most a few hundred terms of O(1) each: 1e-4 is ~100x their rounding
+    np.testing.assert_allclose(trimmed, full, atol=1e-4)
+    assert np.abs(full - full[::-1]).max() > 1e-2  # rows differ, so the order check above can fail

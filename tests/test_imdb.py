@@ -96,10 +96,23 @@ def test_finetune_on_imdb_scores_the_test_reviews_once(small_imdb, tiny_run, tmp
     assert "test accuracy" in capsys.readouterr().out
     settings = json.loads((out / "finetune.json").read_text())
     assert (settings["train_examples"], settings["validation_examples"], settings["labelled"]) == (40, 8, 40)
+    assert (settings["max_len"], settings["truncation"]) == (32, "head_tail")  # a flag given; the task's default
     scores = json.loads((out / "scores.json").read_text())
     assert 0 <= scores["test_accuracy"] <= 1 and "val_accuracy" in scores
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert not any(k.startswith("test_") for r in rows for k in r)
+
+
+def test_a_plain_finetune_gets_the_tasks_defaults_and_help_names_them(capsys):
+    imdb = dict(tasks.get("imdb").defaults)
+    assert cli.finetune_settings("imdb", {})["max_len"] == imdb["max_len"] == 256
+    assert cli.finetune_settings("imdb", {"max_len": 64, "truncation": None})["max_len"] == 64
+    assert cli.finetune_settings("imdb", {})["truncation"] == "head_tail"
+    assert cli.finetune_settings("squad", {})["max_len"] == cli.finetune_defaults()["max_len"] != 256
+    with pytest.raises(SystemExit):
+        cli.main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(f"imdb: {value}" in text for value in imdb.values())
 
 
 @pytest.mark.skipif(not (DATA_ROOT / "imdb" / "aclImdb.tar.gz").is_file(), reason="needs the shared IMDb archive")

@@ -21,7 +21,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from jaxbert import config, corpus, rundir
+from jaxbert import config, corpus, rundir, tasks
 from jaxbert.errors import JaxbertError
 
 
@@ -116,9 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", required=True, type=Path, help="directory to create")
     for name, default in finetune_defaults().items():  # every field of config.FinetuneConfig
         flag = {"labelled": "labels"}.get(name, name).replace("_", "-")
+        per_task = "".join(f"; {t.name}: {dict(t.defaults)[name]}" for t in tasks.TASKS.values()
+                           if name in dict(t.defaults))
         ft.add_argument(f"--{flag}", dest=name, metavar=flag.upper().replace("-", "_"), type=type(default),
-                        default=default,
-                        help=f"{FINETUNE_HELP[name]} (default {default})")
+                        help=f"{FINETUNE_HELP[name]} (default {default}{per_task})")
 
     pr = sub.add_parser("predict", help="label texts with a fine-tuned model, one per line (pairs as A<TAB>B; "
                                         "SQuAD: QUESTION<TAB>CONTEXT, prints the answer)")
@@ -145,13 +146,14 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--seeds", type=int, default=5, help="fine-tuning seeds per arm at its chosen setting (default 5)")
     tr.add_argument("--learning-rates", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3], help="the lr grid")
     tr.add_argument("--epochs", type=int, nargs="+", default=[2, 4, 8], help="the epochs grid")
-    tr.add_argument("--max-len", type=int, default=256, help="tokens per example (default 256)")
+    tr.add_argument("--max-len", type=int, help="tokens per example (default: finetune's for the task)")
     tr.add_argument("--batch-size", type=int, default=32)
     tr.add_argument("--validation", type=int, default=1000, help="validation slice size (default 1000)")
     tr.add_argument("--dropout", type=float, default=0.1)
     tr.add_argument("--data-seed", type=int, default=0, help="the draws of the labels and the validation slice")
-    tr.add_argument("--truncation", choices=("head", "head_tail"), default="head",
-                    help="a long text keeps its head, or its first quarter and its end (default head)")
+    tr.add_argument("--truncation", choices=("head", "head_tail"),
+                    help="a long text keeps its head, or its first quarter and its end (default: finetune's for "
+                         "the task)")
     tr.add_argument("--out", type=Path, help="report folder (default RUN_DIR/transfer-TASK)")
 
     gl = sub.add_parser("glue", help="GLUE-lite: fine-tune SST-2, MRPC, RTE and CoLA from a run and from random "
@@ -196,6 +198,14 @@ FINETUNE_HELP = {
 
 def finetune_defaults() -> dict:
     return {f.name: f.default for f in dataclasses.fields(config.FinetuneConfig) if f.name != "task"}
+
+
+def finetune_settings(task: str, given: dict) -> dict:
+    """FinetuneConfig's fields for `task`: the flags given (not None), else the task's defaults, else the
+    dataclass's."""
+    per_task = dict(tasks.TASKS[task].defaults) if task in tasks.TASKS else {}
+    return {k: given[k] if given.get(k) is not None else per_task.get(k, default)
+            for k, default in finetune_defaults().items()}
 
 
 def pretrain(args) -> None:
@@ -303,7 +313,7 @@ def fill_mask(args) -> None:
 def finetune(args) -> None:
     from jaxbert import finetune as ft
 
-    cfg = config.FinetuneConfig(task=args.task, **{k: getattr(args, k) for k in finetune_defaults()})
+    cfg = config.FinetuneConfig(task=args.task, **finetune_settings(args.task, vars(args)))
     best = ft.run(cfg, args.data, args.init, args.out, random_init=args.random_init)
     show = lambda split: ", ".join(f"{k.removeprefix(split + '_')} {v:.4f}" for k, v in best.items()
                                    if k.startswith(split + "_"))
@@ -358,9 +368,10 @@ def transfer(args) -> None:
     except ValueError:
         raise JaxbertError(f"--labels {' '.join(args.labels)}: give counts or 'all', e.g. --labels 100 500 all"
                            ) from None
-    base = config.FinetuneConfig(task=args.task, max_len=args.max_len, batch_size=args.batch_size,
-                                 validation=args.validation, dropout=args.dropout, data_seed=args.data_seed,
-                                 truncation=args.truncation)
+    tasks.get(args.task)  # an unknown task is refused before anything loads
+    given = {k: getattr(args, k) for k in ("max_len", "batch_size", "validation", "dropout", "data_seed",
+                                           "truncation")}
+    base = config.FinetuneConfig(task=args.task, **finetune_settings(args.task, given))
     out = args.out or args.run_dir / f"transfer-{args.task}"
     result = report.run(args.run_dir, args.task, args.data, out, labels=labels, seeds=args.seeds, base=base,
                         learning_rates=args.learning_rates, epochs=args.epochs)

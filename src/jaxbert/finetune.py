@@ -143,14 +143,34 @@ def make_steps(graphdef, tx, loss=classification_loss, predict_fn=classification
             jax.jit(lambda params, batch: predict_fn(nnx.merge(graphdef, params), batch)))
 
 
-def predict(predict_step, params, arrays: dict[str, np.ndarray], batch_size: int):
+def predict(predict_step, params, arrays: dict[str, np.ndarray], batch_size: int, *, trim: bool = False):
     """`predict_step`'s output (an array or a tuple of arrays) for every row; the last batch is padded to the
-    full size (one compiled shape)."""
+    full size (one compiled shape).
+
+    `trim` (for outputs with one row per example, not per token): rows go in order of length, and each batch
+    is cut to its longest row rounded up to a multiple of `TRIM`, so that short examples do not pay for the
+    padding of long ones (at most max_len / TRIM compiled shapes); the outputs come back in the rows' order."""
     n, out = len(arrays["input_ids"]), []
+    width = arrays["input_ids"].shape[1]
+    order = np.argsort(arrays["valid_lens"], kind="stable") if trim else np.arange(n)
     for start in range(0, n, batch_size):
-        rows = np.minimum(np.arange(start, start + batch_size), n - 1)
-        out.append(jax.device_get(predict_step(params, {k: v[rows] for k, v in arrays.items()})))  # host sync
-    return jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *out)
+        rows = order[np.minimum(np.arange(start, start + batch_size), n - 1)]
+        batch = {k: v[rows] for k, v in arrays.items()}
+        if trim:
+            cut = min(width, -(-int(batch["valid_lens"].max()) // TRIM) * TRIM)
+            batch = {k: v[:, :cut] if v.ndim == 2 and v.shape[1] == width else v for k, v in batch.items()}
+        out.append(jax.device_get(predict_step(params, batch)))  # host sync
+    outputs = jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *out)
+    if not trim:
+        return outputs
+    def unsort(x):
+        back = np.empty_like(x)
+        back[order] = x
+        return back
+    return jax.tree.map(unsort, outputs)
+
+
+TRIM = 32  # granularity of `predict(trim=True)`'s batch lengths
 
 
 def balanced_draw(labels: np.ndarray, n: int, rng: np.random.Generator, what: str) -> np.ndarray:
@@ -286,7 +306,7 @@ class NonFinite(JaxbertError):
 
 def scorer(task: tasks.Task, dev_arrays, batch_size: int):
     """`fit`'s `evaluate` for a classification task: its metrics on the dev arrays."""
-    return lambda predict_step, params: task.score(predict(predict_step, params, dev_arrays, batch_size),
+    return lambda predict_step, params: task.score(predict(predict_step, params, dev_arrays, batch_size, trim=True),
                                                    dev_arrays["labels"])
 
 

@@ -69,6 +69,10 @@ class Task:
     header: bool = True
     names: tuple[str, ...] | None = None  # what a label means, where the files write only a number
     reported_split: str = "dev"  # the split a fine-tuned model is scored on once, at the end
+    # Fine-tuning settings that differ from FinetuneConfig's for this task, as (field, value) pairs: a plain
+    # `jaxbert finetune --task NAME` gets them, and `--help` lists them (`defaults_why` says where they come from).
+    defaults: tuple[tuple[str, object], ...] = ()
+    defaults_why: str = ""
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -206,8 +210,10 @@ TASKS = {
 }
 
 
+# Reviews are long (median 233 WordPiece pieces): 256 keeps half of them whole, head_tail the verdicts of the
+# rest (docs/transfer.md measures both).
 TASKS["imdb"] = ReviewsTask(name="imdb", labels=("neg", "pos"), columns=("text", None, "label"),
-                            reported_split="test")
+                            reported_split="test", defaults=(("max_len", 256), ("truncation", "head_tail")))
 
 
 def get(name: str) -> Task:
