@@ -26,6 +26,17 @@ def test_bert_presets(name, shape):
     assert m.hidden_act == "gelu" and m.tie_word_embeddings
 
 
+def test_bert_tiny_cpu_is_the_measured_recipe():
+    """The preset is bert-tiny with the --set flags that docs/transfer.md measured, and nothing else changed."""
+    recipe = config.override(config.preset("bert-tiny"), [
+        "data.objective=mlm", "data.dynamic_masking=true", "data.max_len=128", "train.batch_size=128",
+        "optim.learning_rate=2e-3", "optim.warmup_steps=50", "optim.schedule=linear", "model.hidden_dropout_prob=0",
+        "model.attention_probs_dropout_prob=0", "train.log_every=50", "train.eval_every=500", "train.eval_batches=4"])
+    cpu = config.preset("bert-tiny-cpu")
+    assert (cpu.model, cpu.data, cpu.optim) == (recipe.model, recipe.data, recipe.optim)
+    assert dataclasses.replace(cpu.train, steps=recipe.train.steps) == recipe.train and cpu.train.steps == 2000
+
+
 def test_override_parses_each_type():
     c = config.override(config.preset("d2l-tiny"), ["train.steps=7", "optim.learning_rate=3e-4",
                                                      "model.hidden_act=gelu", "model.tie_word_embeddings=true"])

@@ -77,3 +77,26 @@ def test_bert_base_trains_a_few_steps_on_this_cpu(wikitext_slice, tmp_path):
     losses = plausible_summary(summary[0], vocab)
     assert set(losses) == {"mlm", "nsp"} and all(math.isfinite(r["grad_norm"]) for r in train_rows)
     assert config.Config.load(tmp_path / "run" / "config.json").model.num_hidden_layers == 12
+
+
+@pytest.mark.parametrize("name", list(config.PRESETS))
+def test_presets_closed_form_agrees_with_the_model_and_xla(name):
+    """`jaxbert presets`' parameters equal the built model's count; its FLOPs leave out only elementwise work
+    (LayerNorm, softmax, activations, the optimizer update), so XLA's count of the step is at most ~15% above."""
+    from jaxbert import sizes
+
+    import jax
+    import numpy as np
+
+    cfg = sizes.with_vocab(config.preset(name))
+    _, params, _, _ = plan._abstract_state(cfg)  # shapes only
+    assert sizes.parameters(cfg.model) == sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    if cfg.model.num_hidden_layers <= 4:  # lowering the deep presets takes a while on 2 cores
+        xla = plan.plan(cfg, 1, 4, compile_step=False)["flops_per_step"] / (4 * cfg.data.max_len)
+        assert 1.0 <= xla / sizes.train_flops_per_token(cfg) <= 1.15, (xla, sizes.train_flops_per_token(cfg))
+
+
+def test_presets_command_lists_every_preset(capsys):
+    assert cli.main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n{name} " in out for name in config.PRESETS) and "110.1M" in out and "336.2M" in out

@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxbert", description="BERT pretraining (MLM + NSP) in JAX/Flax.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    pre = sub.add_parser("pretrain", help="pretrain a BERT on WikiText-2")
+    pre = sub.add_parser("pretrain", help="pretrain a BERT on prepared text (default: WikiText-2, as the book)")
     pre.add_argument("--preset", help=f"one of: {', '.join(config.PRESETS)} (default d2l-tiny; "
                                       "a resumed run keeps its own)")
     pre.add_argument("--data", nargs="+", metavar="DIR",
@@ -105,8 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     fill.add_argument("--top-k", type=int, default=5, help="how many words per mask (default 5)")
 
     ft = sub.add_parser("finetune", help="fine-tune a run with a classification head on a task")
-    ft.add_argument("--task", required=True, help="sst2, cola, mrpc, rte, nli (sentence1, sentence2, label), imdb "
-                                                  "or squad (extractive question answering, SQuAD v1.1)")
+    ft.add_argument("--task", required=True, choices=(*tasks.TASKS, "squad"),
+                    help="sst2, cola, mrpc, rte, nli (sentence1, sentence2, label), imdb "
+                    "or squad (extractive question answering, SQuAD v1.1)")
     ft.add_argument("--data", required=True, type=Path,
                     help="folder with train.tsv and dev.tsv (squad: train-v1.1.json and dev-v1.1.json; imdb: "
                          "aclImdb_v1.tar.gz or its aclImdb/ folder, scored on the test reviews)")
@@ -126,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("model_dir", type=Path, help="a `jaxbert finetune` output directory")
     pr.add_argument("--file", type=Path, help="read texts from this file (default: standard input)")
 
+    sub.add_parser("presets", help="list the presets: shape, parameters, training FLOPs per token, defaults")
+
     pl = sub.add_parser("plan", help="parameters, FLOPs per step and memory per device of a preset, per sharding "
                                      "mode, before training")
     pl.add_argument("--preset", default="bert-base", help=f"one of: {', '.join(config.PRESETS)}")
@@ -139,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
                                          "and epochs chosen on a validation slice), beside TF-IDF + logistic "
                                          "regression; write a table, JSON and a chart")
     tr.add_argument("run_dir", type=Path)
-    tr.add_argument("--task", required=True, help="a classification task: imdb, sst2, cola, mrpc, rte")
+    tr.add_argument("--task", required=True, choices=tuple(tasks.TASKS), help="a classification task")
     tr.add_argument("--data", required=True, type=Path, help="the task's data, as for finetune")
     tr.add_argument("--labels", nargs="+", required=True, metavar="N",
                     help="labelled training examples per point, e.g. 100 500 2000 all")
@@ -360,6 +363,12 @@ def glue(args) -> None:
     print(f"report in {out}: glue.md, glue.json, glue.png")
 
 
+def presets(args) -> None:
+    from jaxbert import sizes
+
+    print("\n".join(sizes.table()))
+
+
 def transfer(args) -> None:
     from jaxbert import transfer as report
 
@@ -392,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command = {"pretrain": pretrain, "encode": encode, "prepare": prepare, "tokenizer": tokenizer_train,
                    "export": export, "import": import_, "fill-mask": fill_mask, "finetune": finetune,
-                   "glue": glue, "predict": predict, "plan": plan, "transfer": transfer}
+                   "glue": glue, "predict": predict, "plan": plan, "transfer": transfer, "presets": presets}
         command[args.command](args)
     except JaxbertError as e:
         print(f"jaxbert: error: {e}", file=sys.stderr)
