@@ -143,6 +143,21 @@ def test_predict_labels_stdin_and_files(finetuned, tmp_path, monkeypatch, capsys
     assert "holds no finetune.json" in capsys.readouterr().err
 
 
+def test_a_fine_tuned_model_where_a_run_is_expected_is_refused_in_one_line(finetuned, run_dir, word_task, tmp_path,
+                                                                          capsys):
+    """--init, encode and fill-mask take a pretraining run; given a fine-tuned model they name it and the run it
+    came from, write nothing, and exit 2 (no traceback)."""
+    commands = [["finetune", "--task", "sst2", "--data", str(word_task), "--init", str(finetuned),
+                 "--out", str(tmp_path / "again")],
+                ["encode", str(finetuned), "a crane is flying"], ["fill-mask", str(finetuned), "a <mask> is flying"]]
+    for argv in commands:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("jaxbert: error: ") and err.count("\n") == 1, err
+        assert "is a fine-tuned model" in err and f"({run_dir})" in err
+    assert not (tmp_path / "again").exists()
+
+
 @pytest.fixture(scope="module")
 def pair_model(run_dir, tmp_path_factory):
     """An RTE-layout model trained one epoch: its parity with transformers, not its quality, is what is tested."""

@@ -37,7 +37,7 @@ from jaxbert.encode import restore_run
 from jaxbert.errors import JaxbertError
 from jaxbert.model import BertForPreTraining, Dropout
 
-SETTINGS = "finetune.json"
+SETTINGS = rundir.FINETUNED
 SCORES = "scores.json"
 
 

@@ -19,6 +19,7 @@ from jaxbert.errors import JaxbertError
 CONFIG, TOKENIZER, DATA, CHECKPOINTS, METRICS, PLOT = "config.json", "tokenizer.json", "data.json", "checkpoints", \
     "metrics.jsonl", "loss.png"
 TENSORBOARD = "tensorboard"
+FINETUNED = "finetune.json"  # what `jaxbert finetune` writes: a fine-tuned model, not a pretraining run
 RUN_FILES = (CONFIG, TOKENIZER, DATA, CHECKPOINTS, METRICS, PLOT, TENSORBOARD)
 
 
@@ -67,6 +68,14 @@ def require_run(run_dir: Path) -> Path:
     if not (run_dir / CONFIG).is_file() or not (run_dir / TOKENIZER).is_file():
         raise JaxbertError(f"{run_dir} is not a jaxbert run directory (no {CONFIG} and {TOKENIZER}); "
                            "pass the --out of a `jaxbert pretrain` run")
+    if (run_dir / FINETUNED).is_file():
+        try:
+            source = json.loads((run_dir / FINETUNED).read_text()).get("init")
+        except (OSError, ValueError, AttributeError):
+            source = None
+        hint = f"pass the run it was fine-tuned from ({source})" if source else "pass a `jaxbert pretrain` run"
+        raise JaxbertError(f"{run_dir} is a fine-tuned model ({FINETUNED}), not a pretraining run; {hint}, or use "
+                           f"`jaxbert predict` / `jaxbert export` on it")
     if latest_step(run_dir) is None:
         raise JaxbertError(f"{run_dir} has no checkpoint yet; let `jaxbert pretrain` reach its first one")
     return run_dir
