@@ -177,7 +177,8 @@ def pair_model(run_dir, tmp_path_factory):
 def test_exported_classifiers_match_in_the_transformers_pipeline(finetuned, pair_model, tmp_path):
     import transformers
 
-    for model_dir, inputs in ((finetuned, TEXTS), (pair_model, [("the city river", "war king"),
+    long_text = " ".join(["bad"] * 3 + ["good"] * 30)  # cut at the model's 16 tokens, only its start is seen
+    for model_dir, inputs in ((finetuned, TEXTS + [long_text]), (pair_model, [("the city river", "war king"),
                                                                ("war king", "the city river"),
                                                                ("school film game", "school")])):
         hf_dir = tmp_path / model_dir.parent.name
@@ -186,7 +187,7 @@ def test_exported_classifiers_match_in_the_transformers_pipeline(finetuned, pair
         assert hf_config["architectures"] == ["BertForSequenceClassification"]
         clf = transformers.pipeline("text-classification", model=str(hf_dir))
         theirs = clf([{"text": a, "text_pair": b} if isinstance(a, str) and b else a
-                      for a, b in ((x if isinstance(x, tuple) else (x, None)) for x in inputs)])
+                      for a, b in ((x if isinstance(x, tuple) else (x, None)) for x in inputs)], truncation=True)
         ours = finetune.classify(model_dir, inputs)
         np.testing.assert_allclose([t["score"] for t in theirs], [p for _, p in ours], atol=1e-5)
         # The same label wherever the winning probability clears 1/2 by more than that tolerance (the pair model

@@ -147,11 +147,14 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--labels", nargs="+", required=True, metavar="N",
                     help="labelled training examples per point, e.g. 100 500 2000 all")
     tr.add_argument("--seeds", type=int, default=5, help="fine-tuning seeds per arm at its chosen setting (default 5)")
-    tr.add_argument("--learning-rates", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3], help="the lr grid")
-    tr.add_argument("--epochs", type=int, nargs="+", default=[2, 4, 8], help="the epochs grid")
+    tr.add_argument("--learning-rates", type=float, nargs="+", default=[1e-3, 3e-3],
+                    help="the lr grid (default 1e-3 3e-3: lower rates never won for bert-tiny, docs/transfer.md)")
+    tr.add_argument("--epochs", type=int, nargs="+", default=[8],
+                    help="the epochs grid; within a fit the validation slice also picks the best epoch (default 8)")
     tr.add_argument("--max-len", type=int, help="tokens per example (default: finetune's for the task)")
     tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--validation", type=int, default=1000, help="validation slice size (default 1000)")
+    tr.add_argument("--validation", type=int, default=500,
+                    help="validation slice size, scored after every epoch of every fit (default 500)")
     tr.add_argument("--dropout", type=float, default=0.1)
     tr.add_argument("--data-seed", type=int, default=0, help="the draws of the labels and the validation slice")
     tr.add_argument("--truncation", choices=("head", "head_tail"),

@@ -148,7 +148,10 @@ def export(run_dir: Path, out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     (out_dir / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-    _export_tokenizer(tok, out_dir, cfg.model.max_position_embeddings)
+    # A classifier was fine-tuned (and `jaxbert predict` runs) on inputs cut at its --max-len: transformers cuts at
+    # model_max_length when asked to truncate, so the two see the same tokens.
+    cut = settings["max_len"] if classifier and not squad else cfg.model.max_position_embeddings
+    _export_tokenizer(tok, out_dir, cut)
     return sorted(p.name for p in out_dir.iterdir())
 
 

@@ -1,6 +1,6 @@
 """The label-efficiency report: does pretraining pay when labels are few? One run against random init and TF-IDF.
 
-    jaxbert transfer RUN_DIR --task imdb --data aclImdb_v1.tar.gz --labels 100 500 2000 all --seeds 5
+    jaxbert transfer RUN_DIR --task imdb --data aclImdb_v1.tar.gz --labels 100 500 --seeds 5
 
 For each label count N, both arms (the run's encoder; the same architecture and tokenizer from random weights)
 train on the same class-balanced draw of N examples in the same order, and choose their own learning rate and
@@ -32,7 +32,7 @@ REPORT = "transfer.json"
 
 
 def run(run_dir: Path, task_name: str, data: Path, out: Path, *, labels: list[int], seeds: int = 5,
-        base: FinetuneConfig | None = None, learning_rates=(1e-4, 3e-4, 1e-3), epochs=(2, 4, 8),
+        base: FinetuneConfig | None = None, learning_rates=(1e-3, 3e-3), epochs=(8,),
         log=print) -> dict:
     """Write and return the report; `labels` holds label counts, 0 for all the training examples."""
     out = Path(out)
@@ -41,7 +41,7 @@ def run(run_dir: Path, task_name: str, data: Path, out: Path, *, labels: list[in
     if seeds < 1 or not labels or any(n < 0 for n in labels) or not learning_rates or not epochs:
         raise JaxbertError("--seeds must be at least 1, --labels counts (or 'all') and the grids must not be empty")
     task = tasks.get(task_name)
-    base = base or FinetuneConfig(task=task_name, max_len=256)
+    base = base or FinetuneConfig(**{"task": task_name, "validation": 500, **dict(task.defaults)})
     source, tok, pretrained, _ = restore_run(run_dir)
     finetune.check_max_len(base, source.model, run_dir)
     encoder = nnx.state(pretrained, nnx.Param)
