@@ -97,6 +97,28 @@ def test_refuses_to_overwrite_a_run_unless_asked(run_dir, wikitext_slice, capsys
     assert snapshot(run_dir) == before
 
 
+def test_a_second_writer_of_a_run_is_refused_until_the_first_ends(run_dir, wikitext_slice, capsys):
+    """Another process holding the run (as a `pretrain --resume` does from its claim to its end): a second
+    --resume or --overwrite is refused in one line and changes nothing; once it ends, the run is free again."""
+    from jaxbert import rundir
+
+    before = snapshot(run_dir)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from jaxbert import rundir; "
+         f"rundir.claim({str(run_dir)!r}, resume=True, overwrite=False); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for flag in ("--resume", "--overwrite"):
+            code, _, err = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", run_dir, flag, *QUICK)
+            assert code == 2 and f"another process is writing {run_dir}" in err and err.count("\n") == 1, err
+        assert snapshot(run_dir) == before
+    finally:
+        holder.communicate("")  # its stdin closes: it exits, and the lock goes with it
+    assert rundir.claim(run_dir, resume=True, overwrite=False) is True
+    rundir.release(run_dir)
+
+
 def test_resume_of_a_finished_run_says_how_to_extend(run_dir, wikitext_slice, capsys):
     before = snapshot(run_dir)
     code, _, err = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", run_dir, "--resume")

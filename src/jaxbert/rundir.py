@@ -30,7 +30,8 @@ def latest_step(run_dir: Path) -> int | None:
 
 
 def claim(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
-    """Make `run_dir` ready; True if an existing run is to be resumed. Refuses to clobber anything."""
+    """Make `run_dir` ready and hold its lock (`release` lets go); True if an existing run is to be resumed.
+    Refuses to clobber anything, and refuses a directory another process is writing."""
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise JaxbertError("--resume and --overwrite contradict each other; pass one")
@@ -38,9 +39,19 @@ def claim(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
         if resume:
             raise JaxbertError(f"--resume: {run_dir} does not exist; drop --resume to start a new run")
         run_dir.mkdir(parents=True)
+        _lock(run_dir)
         return False
     if not run_dir.is_dir():
         raise JaxbertError(f"{run_dir} is a file, not a directory; choose another --out")
+    _lock(run_dir)
+    try:
+        return _check(run_dir, resume=resume, overwrite=overwrite)
+    except BaseException:
+        release(run_dir)
+        raise
+
+
+def _check(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
     contents = list(run_dir.iterdir())
     is_run = (run_dir / CONFIG).is_file()
     if contents and not is_run:
@@ -60,6 +71,30 @@ def claim(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
             path = run_dir / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     return False
+
+
+_LOCKS: dict[str, int] = {}  # run directory -> the open descriptor whose flock this process holds
+
+
+def _lock(run_dir: Path) -> None:
+    """An exclusive flock on the directory itself (no file is added to it), held until `release` or the
+    process ends: a second process writing the same run (two `--resume`s, say) is refused at once."""
+    import fcntl
+
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise JaxbertError(f"another process is writing {run_dir}; wait for it to finish (or stop it), or choose "
+                           "another --out") from None
+    _LOCKS[str(run_dir.resolve())] = fd
+
+
+def release(run_dir: Path) -> None:
+    fd = _LOCKS.pop(str(Path(run_dir).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def require_run(run_dir: Path) -> Path:

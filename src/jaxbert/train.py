@@ -154,6 +154,15 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     # the data and trains (orbax coordinates the checkpoints), and they share one run directory.
     primary = jax.process_index() == 0
     resuming = rundir.claim(run_dir, resume=resume, overwrite=overwrite) if primary else resume
+    try:
+        return _train(cfg, run_dir, source, fingerprint, resuming=resuming, primary=primary, started=started)
+    finally:
+        rundir.release(run_dir)  # a no-op where this process holds no lock
+
+
+def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bool, primary: bool,
+           started: float) -> list[str]:
+    """`run` once the run directory is claimed."""
     if resuming:
         cfg = resumed_config(cfg, run_dir, rundir.latest_step(run_dir))
         tok = tokenization.load(run_dir / rundir.TOKENIZER)
