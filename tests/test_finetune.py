@@ -225,6 +225,22 @@ def test_finetune_refuses_bad_input_and_writes_nothing(run_dir, word_task, tmp_p
         err = capsys.readouterr().err
         assert err.startswith("jaxbert: error: ") and fragment in err and err.count("\n") == 1, err
     assert not (tmp_path / "a").exists()
+    # A second writer of one --out (another process holding it, as a running finetune does) is refused at once.
+    import subprocess
+    import sys
+
+    (tmp_path / "c").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from jaxbert import rundir; "
+                               f"rundir.lock(__import__('pathlib').Path({str(tmp_path / 'c')!r})); "
+                               "print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert cli.main(base + ["--task", "sst2", "--out", str(tmp_path / "c")]) == 2
+        assert "another process is writing" in capsys.readouterr().err
+    finally:
+        holder.communicate("")
+    assert (tmp_path / "c").is_dir() and not any((tmp_path / "c").iterdir())  # the user's empty folder stays
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "notes.txt").write_text("mine")
     assert cli.main(base + ["--task", "sst2", "--out", str(tmp_path / "b")]) == 2

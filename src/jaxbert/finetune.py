@@ -347,13 +347,31 @@ def run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_in
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise JaxbertError(f"{out} is not empty; choose a new --out")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        rundir.lock(out)  # held to the end: a second `finetune --out` of the same directory is refused at once
+    except JaxbertError:
+        if created:
+            out.rmdir()
+        raise
+    try:
+        return _run(cfg, data_dir, init, out, random_init=random_init)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):  # refused before writing: leave none
+            out.rmdir()
+        raise
+    finally:
+        rundir.release(out)
+
+
+def _run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_init: bool) -> dict:
     if cfg.task == "squad":
         from jaxbert import qa
         job = qa.job(cfg, data_dir, init, random_init)
     else:
         job = classification_job(cfg, data_dir, init, random_init)
 
-    out.mkdir(parents=True, exist_ok=True)
     settings = {**dataclasses.asdict(cfg), **job.settings, "init": str(init), "random_init": random_init}
     (out / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
     job.source.save(out / rundir.CONFIG)

@@ -39,11 +39,11 @@ def claim(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
         if resume:
             raise JaxbertError(f"--resume: {run_dir} does not exist; drop --resume to start a new run")
         run_dir.mkdir(parents=True)
-        _lock(run_dir)
+        lock(run_dir)
         return False
     if not run_dir.is_dir():
         raise JaxbertError(f"{run_dir} is a file, not a directory; choose another --out")
-    _lock(run_dir)
+    lock(run_dir)
     try:
         return _check(run_dir, resume=resume, overwrite=overwrite)
     except BaseException:
@@ -76,7 +76,7 @@ def _check(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
 _LOCKS: dict[str, int] = {}  # run directory -> the open descriptor whose flock this process holds
 
 
-def _lock(run_dir: Path) -> None:
+def lock(run_dir: Path) -> None:
     """An exclusive flock on the directory itself (no file is added to it), held until `release` or the
     process ends: a second process writing the same run (two `--resume`s, say) is refused at once."""
     import fcntl
