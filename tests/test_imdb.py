@@ -112,7 +112,8 @@ def test_a_plain_finetune_gets_the_tasks_defaults_and_help_names_them(capsys):
     with pytest.raises(SystemExit):
         cli.main(["finetune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert all(f"imdb: {value}" in text for value in imdb.values())
+    assert all(f"imdb: {value}" in text for value in imdb.values()) and len(imdb) == 4
+    assert "per-task defaults: imdb: chosen by `jaxbert transfer`" in text
 
 
 @pytest.mark.skipif(not (DATA_ROOT / "imdb" / "aclImdb.tar.gz").is_file(), reason="needs the shared IMDb archive")

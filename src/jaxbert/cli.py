@@ -104,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     fill.add_argument("text", help="a text with <mask> (word-level runs) or [MASK] (WordPiece runs)")
     fill.add_argument("--top-k", type=int, default=5, help="how many words per mask (default 5)")
 
-    ft = sub.add_parser("finetune", help="fine-tune a run with a classification head on a task")
+    ft = sub.add_parser("finetune", help="fine-tune a run with a classification head on a task",
+                        epilog="per-task defaults: " + "; ".join(f"{t.name}: {t.defaults_why}" for t in
+                                                                   tasks.TASKS.values() if t.defaults_why))
     ft.add_argument("--task", required=True, choices=(*tasks.TASKS, "squad"),
                     help="sst2, cola, mrpc, rte, nli (sentence1, sentence2, label), imdb "
                     "or squad (extractive question answering, SQuAD v1.1)")

@@ -292,13 +292,16 @@ def import_checkpoint(hf_dir: Path, run_dir: Path, *, base: str = "bert-base") -
                                f"{flat[row.ours].shape}")
         flat[row.ours] = jnp.asarray(value, jnp.float32)
     nnx.replace_by_pure_dict(params, _nest(flat))
-    rundir.claim(run_dir, resume=False, overwrite=False)  # refuses a directory that holds anything
-    tok.save(str(run_dir / rundir.TOKENIZER))
-    cfg.save(run_dir / rundir.CONFIG)
-    opt_state = optim.optimizer(cfg.optim, cfg.train.steps).init(params)
-    mngr = checkpoint.manager(run_dir)
-    checkpoint.save(mngr, 0, params, opt_state)
-    mngr.wait_until_finished()
+    rundir.claim(run_dir, resume=False, overwrite=False)  # refuses a directory that holds anything, or is held
+    try:
+        tok.save(str(run_dir / rundir.TOKENIZER))
+        cfg.save(run_dir / rundir.CONFIG)
+        opt_state = optim.optimizer(cfg.optim, cfg.train.steps).init(params)
+        mngr = checkpoint.manager(run_dir)
+        checkpoint.save(mngr, 0, params, opt_state)
+        mngr.wait_until_finished()
+    finally:
+        rundir.release(run_dir)
     return sorted({n.rsplit(".", 1)[0] for n in missing})
 
 
