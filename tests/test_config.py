@@ -27,7 +27,7 @@ def test_bert_presets(name, shape):
 
 
 def test_bert_tiny_cpu_is_the_measured_recipe():
-    """The preset is bert-tiny with the --set flags that docs/transfer.md measured, and nothing else changed."""
+    """The preset is bert-tiny with the --set flags of the runs docs/transfer.md measured, and nothing else."""
     recipe = config.override(config.preset("bert-tiny"), [
         "data.objective=mlm", "data.dynamic_masking=true", "data.max_len=128", "train.batch_size=128",
         "optim.learning_rate=2e-3", "optim.warmup_steps=50", "optim.schedule=linear", "model.hidden_dropout_prob=0",
