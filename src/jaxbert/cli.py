@@ -382,7 +382,6 @@ def transfer(args) -> None:
     except ValueError:
         raise JaxbertError(f"--labels {' '.join(args.labels)}: give counts or 'all', e.g. --labels 100 500 all"
                            ) from None
-    tasks.get(args.task)  # an unknown task is refused before anything loads
     given = {k: getattr(args, k) for k in ("max_len", "batch_size", "validation", "dropout", "data_seed",
                                            "truncation")}
     base = config.FinetuneConfig(task=args.task, **finetune_settings(args.task, given))

@@ -160,14 +160,8 @@ def predict(predict_step, params, arrays: dict[str, np.ndarray], batch_size: int
             cut = min(width, -(-int(batch["valid_lens"].max()) // TRIM) * TRIM)
             batch = {k: v[:, :cut] if v.ndim == 2 and v.shape[1] == width else v for k, v in batch.items()}
         out.append(jax.device_get(predict_step(params, batch)))  # host sync
-    outputs = jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *out)
-    if not trim:
-        return outputs
-    def unsort(x):
-        back = np.empty_like(x)
-        back[order] = x
-        return back
-    return jax.tree.map(unsort, outputs)
+    back = np.argsort(order)  # the inverse permutation: row i's output is at position back[i]
+    return jax.tree.map(lambda *parts: np.concatenate(parts)[:n][back], *out)
 
 
 TRIM = 32  # granularity of `predict(trim=True)`'s batch lengths
