@@ -1,80 +1,59 @@
-"""W1 side by side: the seed's workload (d2l-tiny, batch 512, max_len 64, 10 prediction slots, Adam) in jaxbert
+"""W1 side by side: the book's workload (d2l-tiny, batch 512, max_len 64, 10 prediction slots, Adam) in jaxbert
 and its peers, each in a fresh process, on the same real WikiText-2 batches.
 
     python benchmarks/peers.py --data ../shared/data/wikitext-2 [--steps 20] [--warmup 3] [--systems ...]
 
-Needs PyTorch (CPU) and, for the book's code, d2l 1.0.3 (`make bench` installs both). Per system: the first
-step (compilation included) and the median of the steady steps after `--warmup`, pairs/s, peak resident memory,
-the first step's loss, and the model's FLOP rate as a share of the matmul peaks measured in the same run (XLA's
-count of jaxbert's float32 step stands for every system: they run the same layer shapes).
-
-Systems:
-- jaxbert, float32 and `model.dtype=bfloat16`: `train.make_steps`, the loop `jaxbert pretrain` runs;
-- the book's PyTorch code (d2l 1.0.3 `BERTModel` and `_get_batch_loss_bert`, Adam), eager;
-- transformers `BertForPreTraining` shaped as d2l-tiny (ReLU, untied decoder), its MLM head on the gathered
-  prediction slots and jaxbert's loss: eager, under `torch.compile`, and under CPU autocast to bfloat16.
+Systems: jaxbert in float32 and `model.dtype=bfloat16` (the step `jaxbert pretrain` runs); the book's PyTorch
+code (d2l 1.0.3 `BERTModel`, `_get_batch_loss_bert`, Adam); the book's model in JAX (its classes in flax.linen on
+d2l's JAX `TransformerEncoderBlock`); keras-hub's `BertBackbone` on Keras 3's JAX backend; transformers
+`BertForPreTraining` shaped as d2l-tiny on jaxbert's loss, eager, under `torch.compile` and under bf16 autocast.
+Per system: the median of the steps after `--warmup`, the first step, peak RSS, the first loss, and the FLOP rate
+(XLA's count of jaxbert's float32 step, the same layer shapes for all) against this run's matmul peaks.
 """
 
 import argparse
 import json
-import resource
+import pickle
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+import harness
 
 SYSTEMS = ("jaxbert", "jaxbert-bf16", "d2l", "d2l-jax", "keras-hub", "transformers", "transformers-compile",
            "transformers-bf16")
 
 
-def w1_batches(data_dir: str, count: int, out: Path) -> int:
-    """The first `count` W1 batches, saved for the workers; returns the vocabulary size."""
-    from jaxbert import config, corpus, data
-
-    cfg = config.preset("d2l-tiny")
-    tok, train_set, _ = data.load_wikitext2(corpus.locate_wikitext2(data_dir), cfg.data)
-    batches = [train_set.batch(step, cfg.train.batch_size) for step in range(count)]
-    np.savez(out, **{f"{k}_{i}": v for i, b in enumerate(batches) for k, v in b.items()})
-    return tok.get_vocab_size()
-
-
 def load_batches(path: Path) -> list[dict]:
-    stored = np.load(path)
-    count = 1 + max(int(k.rsplit("_", 1)[1]) for k in stored.files)
-    return [{k.rsplit("_", 1)[0]: stored[k] for k in stored.files if k.endswith(f"_{i}")} for i in range(count)]
+    return pickle.loads(path.read_bytes())
 
 
-def timed(step, batches: list[dict]) -> dict:
-    """Run `step(batch) -> loss` over the batches, blocking on each result."""
-    times, losses = [], []
-    for batch in batches:
-        start = time.perf_counter()
-        losses.append(float(step(batch)))
-        times.append(time.perf_counter() - start)
-    return {"times": times, "first_loss": losses[0], "last_loss": losses[-1]}
+def w1_config(vocab_size: int, bf16: bool = False):
+    from jaxbert import config
+
+    return config.override(config.preset("d2l-tiny"), [f"model.vocab_size={vocab_size}"]
+                           + (["model.dtype=bfloat16"] if bf16 else []))
 
 
-def run_jaxbert(batches, vocab_size, bf16: bool):
+def jaxbert_step(cfg):
+    """`step(batch) -> loss` as `jaxbert pretrain` runs it."""
     import jax
 
-    from jaxbert import config, optim, train
+    from jaxbert import optim, train
 
-    cfg = config.override(config.preset("d2l-tiny"), [f"model.vocab_size={vocab_size}"]
-                          + (["model.dtype=bfloat16"] if bf16 else []))
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = train.init_state(cfg, tx)
-    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0))  # as `jaxbert pretrain` runs it
+    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0))
     box = [state]
 
     def step(batch):
         box[0], metrics = train_step(box[0], batch)
         return metrics["loss"]
 
-    return timed(step, batches)
+    return step
 
 
 def d2l_torch():
@@ -90,8 +69,8 @@ def d2l_torch():
     return d2l
 
 
-def d2l_trainer(vocab_size: int, first_batch: dict, lr: float):
-    """The book's d2l-tiny `BERTModel` (seed 0) and `step(batch) -> loss`: its `_get_batch_loss_bert`, then Adam."""
+def d2l_step(vocab_size: int, first_batch: dict, lr: float):
+    """`step(batch) -> loss` of the book's d2l-tiny `BERTModel` (seed 0): its `_get_batch_loss_bert`, then Adam."""
     import torch
     from torch import nn
 
@@ -115,12 +94,7 @@ def d2l_trainer(vocab_size: int, first_batch: dict, lr: float):
         trainer.step()
         return total.detach()
 
-    return net, step
-
-
-def run_d2l(batches, vocab_size):
-    _, step = d2l_trainer(vocab_size, batches[0], lr=0.01)  # the book's train_bert rate
-    return timed(step, batches)
+    return step
 
 
 def d2l_jax():
@@ -192,12 +166,12 @@ def d2l_jax_batch_loss(mlm, nsp, batch):
         nsp, batch["nsp_labels"]).mean()
 
 
-def run_d2l_jax(batches, vocab_size):
+def d2l_jax_step(vocab_size: int, first_batch: dict):
     import jax
     import optax
 
     model = d2l_jax_model(vocab_size)
-    b = batches[0]
+    b = first_batch
     params = model.init(jax.random.key(0), b["input_ids"], b["segment_ids"], b["valid_lens"].astype("float32"),
                         b["masked_positions"])["params"]
     opt = optax.adam(0.01)  # the book's train_bert
@@ -214,7 +188,7 @@ def run_d2l_jax(batches, vocab_size):
         box[0], box[1], loss = train_step(box[0], box[1], batch, key)
         return loss
 
-    return timed(step, batches)
+    return step
 
 
 def keras_on_jax():
@@ -252,17 +226,10 @@ def keras_inputs(batch):
             "mask_positions": batch["masked_positions"]}
 
 
-def run_keras_hub(batches, vocab_size):
-    model = keras_compile(keras_hub_model(vocab_size))
-
-    step = lambda batch: model.train_on_batch(keras_inputs(batch), *keras_targets(batch))
-    return timed(lambda batch: np.asarray(step(batch)).reshape(-1)[0], batches)
-
-
 def keras_compile(model):
     keras = keras_on_jax()
-    ce = lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss={"mlm": ce(), "nsp": ce()})
+    model.compile(optimizer=keras.optimizers.Adam(1e-4),
+                  loss={head: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for head in ("mlm", "nsp")})
     return model
 
 
@@ -306,11 +273,15 @@ def transformers_loss(model, t):
     return mlm + nsp
 
 
-def run_transformers(batches, vocab_size, mode: str):
-    import torch
+def keras_hub_step(vocab_size: int):
+    model = keras_compile(keras_hub_model(vocab_size))
+    return lambda batch: np.asarray(model.train_on_batch(keras_inputs(batch), *keras_targets(batch))).reshape(-1)[0]
 
-    model = transformers_model(vocab_size)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+def transformers_step(model, opt, mode: str = "eager"):
+    """`step(batch) -> loss` of a transformers `BertForPreTraining` on jaxbert's loss: "eager", "compile"
+    (`torch.compile`) or "bf16" (CPU autocast)."""
+    import torch
 
     def train_step(t):
         opt.zero_grad()
@@ -321,119 +292,105 @@ def run_transformers(batches, vocab_size, mode: str):
         return loss.detach()
 
     fn = torch.compile(train_step) if mode == "compile" else train_step
-    return timed(lambda batch: fn({k: torch.from_numpy(v) for k, v in batch.items()}), batches)
+    return lambda batch: fn({k: torch.from_numpy(v) for k, v in batch.items()})
 
 
-def worker(system: str, batches_path: Path, vocab_size: int) -> dict:
-    batches = load_batches(batches_path)
-    runners = {"jaxbert": lambda: run_jaxbert(batches, vocab_size, False),
-               "jaxbert-bf16": lambda: run_jaxbert(batches, vocab_size, True),
-               "d2l": lambda: run_d2l(batches, vocab_size),
-               "d2l-jax": lambda: run_d2l_jax(batches, vocab_size),
-               "keras-hub": lambda: run_keras_hub(batches, vocab_size),
-               "transformers": lambda: run_transformers(batches, vocab_size, "eager"),
-               "transformers-compile": lambda: run_transformers(batches, vocab_size, "compile"),
-               "transformers-bf16": lambda: run_transformers(batches, vocab_size, "bf16")}
-    result = runners[system]()
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
+def w1_step(system: str, vocab_size: int, first_batch: dict):
+    if system.startswith("jaxbert"):
+        return jaxbert_step(w1_config(vocab_size, bf16=system.endswith("bf16")))
+    if system == "d2l":
+        return d2l_step(vocab_size, first_batch, lr=0.01)  # the book's train_bert rate
+    if system == "d2l-jax":
+        return d2l_jax_step(vocab_size, first_batch)
+    if system == "keras-hub":
+        return keras_hub_step(vocab_size)
+    import torch
+
+    model = transformers_model(vocab_size)
+    return transformers_step(model, torch.optim.Adam(model.parameters(), lr=1e-4), system.partition("-")[2] or "eager")
 
 
-def matmul_peaks(n: int = 2048, repeats: int = 7) -> dict:
-    """GFLOP/s of an n^3 matmul, median of `repeats`, in JAX (float32, bfloat16 operands with float32 sums) and
-    PyTorch (float32, bfloat16)."""
+def worker(step, batches: list[dict]) -> None:
+    """Print the time and loss of every step as the worker's JSON line."""
+    times, losses = harness.timed(lambda batch: float(step(batch)), batches)
+    print(json.dumps({"times": times, "first_loss": losses[0]}))
+
+
+def matmul_peaks(n: int = 2048) -> dict:
+    """GFLOP/s of an n^3 matmul (median of 7) in JAX (float32; bfloat16 operands with float32 sums, as
+    `model.mixed_matmul` runs them) and PyTorch (float32, bfloat16)."""
     import jax
     import jax.numpy as jnp
     import torch
 
     out = {}
     for dtype in ("float32", "bfloat16"):
-        a = jnp.ones((n, n), dtype)
-        # float32 sums (the result dtype) for bf16 too: as jaxbert's model.mixed_matmul, and several times faster
-        # under XLA:CPU than a bf16 result (benchmarks/xla_bf16_matmul.py)
+        a, t = jnp.ones((n, n), dtype), torch.ones((n, n), dtype=getattr(torch, dtype))
         f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
-        f(a).block_until_ready()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            f(a).block_until_ready()
-            times.append(time.perf_counter() - start)
-        out[f"jax {dtype}"] = 2 * n ** 3 / statistics.median(times) / 1e9
-        t = torch.ones((n, n), dtype=getattr(torch, dtype))
-        t @ t
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            t @ t
-            times.append(time.perf_counter() - start)
-        out[f"torch {dtype}"] = 2 * n ** 3 / statistics.median(times) / 1e9
+        out[f"jax {dtype}"] = 2 * n ** 3 / harness.median_seconds(lambda: f(a).block_until_ready()) / 1e9
+        out[f"torch {dtype}"] = 2 * n ** 3 / harness.median_seconds(lambda: t @ t) / 1e9
     return out
 
 
 def step_flops(cfg, rows: int) -> float:
-    """XLA's FLOP count of jaxbert's train step for `cfg` at `rows` pairs (the same layer shapes every system
-    runs)."""
+    """XLA's FLOP count of jaxbert's train step for `cfg` at `rows` rows."""
     from jaxbert import plan
 
     cost = plan.lowered_step(cfg, rows).cost_analysis()
     return float((cost[0] if isinstance(cost, list) else cost)["flops"])
 
 
-def run_workers(script: str, systems, batches_path: Path, vocab_size: int) -> dict:
-    """Each system's result from `script --worker SYSTEM` in its own fresh process; failures are reported and
-    left out."""
-    results = {}
-    for system in systems:
-        proc = subprocess.run([sys.executable, script, "--worker", system, "--batches", str(batches_path),
-                               "--vocab-size", str(vocab_size)], capture_output=True, text=True,
-                              cwd=Path(script).parent)
-        if proc.returncode:
-            print(f"{system}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            continue
-        results[system] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return results
+def compare(script: str, systems, batches: list[dict], vocab_size: int, flops: float, warmup: int, unit: str):
+    """Each system's steps in a fresh process (`script --worker SYSTEM`), a table row each against the matmul peaks
+    of this process; a failed system is reported and left out."""
+    peaks = matmul_peaks()
+    print("matmul peaks (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+    fp32_peak = max(v for k, v in peaks.items() if k.endswith("float32"))
+    bf16_peak = max(v for k, v in peaks.items() if k.endswith("bfloat16"))
+    harness.table("system", f"median {unit}/s", "median step (s)", "first step (s)", "peak RSS (MB)", "GFLOP/s",
+                  "% fp32 peak", "% bf16 peak", "first loss")
+    rows = len(batches[0]["input_ids"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "batches.pickle"
+        path.write_bytes(pickle.dumps(batches))
+        for system in systems:
+            r = harness.fresh([script, "--worker", system, "--batches", str(path), "--vocab-size", str(vocab_size)])
+            if r:
+                step = statistics.median(r["times"][warmup:])
+                rate = flops / step / 1e9
+                harness.row(system, f"{rows / step:.4g}", f"{step:.3f}", f"{r['times'][0]:.2f}",
+                            f"{r['peak_rss_mb']:.0f}", f"{rate:.0f}", f"{100 * rate / fp32_peak:.0f}%",
+                            f"{100 * rate / bf16_peak:.0f}%", f"{r['first_loss']:.3f}")
+
+
+def arguments(doc: str, systems, steps: int, warmup: int) -> argparse.ArgumentParser:
+    """The options peers.py and base_train.py share, the worker's hidden ones included."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", help="folder with wiki.train.tokens")
+    ap.add_argument("--steps", type=int, default=steps, help="steady steps timed after the warmup")
+    ap.add_argument("--warmup", type=int, default=warmup, help="first steps left out (compilation)")
+    ap.add_argument("--systems", nargs="+", default=list(systems), choices=systems)
+    ap.add_argument("--worker", choices=systems, help=argparse.SUPPRESS)
+    ap.add_argument("--batches", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
+    return ap
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", help="folder with wiki.train.tokens (default $JAXBERT_DATA)")
-    ap.add_argument("--steps", type=int, default=20, help="steady steps timed after the warmup")
-    ap.add_argument("--warmup", type=int, default=3, help="first steps left out (compilation)")
-    ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
-    ap.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
-    ap.add_argument("--batches", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--json", type=Path, help="also write the results here")
-    args = ap.parse_args()
+    args = arguments(__doc__, SYSTEMS, steps=20, warmup=3).parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.batches, args.vocab_size)))
-        return
+        batches = load_batches(args.batches)
+        return worker(w1_step(args.worker, args.vocab_size, batches[0]), batches)
 
-    from jaxbert import config
-    from machine import cpu_line
+    from jaxbert import config, corpus, data
 
-    print(cpu_line())
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "w1.npz"
-        vocab_size = w1_batches(args.data, args.warmup + args.steps, path)
-        flops = step_flops(config.override(config.preset("d2l-tiny"), [f"model.vocab_size={vocab_size}"]), 512)
-        peaks = matmul_peaks()
-        print("matmul peaks (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
-        print(f"W1: vocabulary {vocab_size}, {flops:.3g} FLOP per step (XLA's count of jaxbert's float32 step)")
-        results = run_workers(__file__, args.systems, path, vocab_size)
-    batch = 512
-    fp32_peak = max(v for k, v in peaks.items() if k.endswith("float32"))
-    bf16_peak = max(v for k, v in peaks.items() if k.endswith("bfloat16"))
-    print("\n| system | median pairs/s | median step (s) | first step (s) | peak RSS (MB) | GFLOP/s | "
-          "% fp32 peak | % bf16 peak | first loss |\n|---|---|---|---|---|---|---|---|---|")
-    for system, r in results.items():
-        step = statistics.median(r["times"][args.warmup:])
-        rate = flops / step / 1e9
-        print(f"| {system} | {batch / step:.1f} | {step:.3f} | {r['times'][0]:.2f} | {r['peak_rss_mb']:.0f} | "
-              f"{rate:.0f} | {100 * rate / fp32_peak:.0f}% | {100 * rate / bf16_peak:.0f}% | "
-              f"{r['first_loss']:.3f} |")
-    if args.json:
-        args.json.write_text(json.dumps({"peaks": peaks, "flops": flops, "results": results}, indent=2))
+    print(harness.machine())
+    cfg = config.preset("d2l-tiny")
+    tok, train_set, _ = data.load_wikitext2(corpus.locate_wikitext2(args.data), cfg.data)
+    batches = [train_set.batch(step, cfg.train.batch_size) for step in range(args.warmup + args.steps)]
+    flops = step_flops(w1_config(tok.get_vocab_size()), cfg.train.batch_size)
+    print(f"W1: vocabulary {tok.get_vocab_size()}, {flops:.3g} FLOP per step (XLA's count of jaxbert's float32 step)")
+    compare(__file__, args.systems, batches, tok.get_vocab_size(), flops, args.warmup, "pairs")
 
 
 if __name__ == "__main__":
