@@ -49,6 +49,50 @@ def test_pretrain_prints_the_books_summary_with_plausible_values(wikitext_slice,
     assert rate and 0 < float(rate[1]) < 1e6, last[1]
 
 
+def test_pretrain_says_what_it_does_before_training_on_stderr(wikitext_slice, tmp_path, capsys):
+    code, out, err = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", tmp_path / "r", *QUICK)
+    stages = [line for line in err.splitlines() if STAGE.match(line)]
+    assert code == 0 and not any(STAGE.match(line) for line in out.splitlines())
+    assert len(stages) == 3, stages
+    assert stages[0].endswith(f"] loading {wikitext_slice}")
+    assert re.search(r"\] [\d,]+ training examples, a vocabulary of [\d,]+; building the model$", stages[1])
+    assert stages[2].endswith("] compiling the train step (the first step pays it), then steps 1 to 4")
+
+
+def test_dry_run_prints_the_resolved_config_parameters_and_time_per_step_and_writes_nothing(
+        wikitext_slice, tmp_path, capsys):
+    from jaxbert import config, sizes
+
+    code, out, err = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--out", tmp_path / "r", "--dry-run",
+                                 *QUICK, "--set", "train.steps=1000")
+    assert code == 0 and not (tmp_path / "r").exists(), err
+    resolved = config.Config.from_dict(json.loads(out[:out.index("\nparameters: ")]))
+    assert resolved.train.steps == 1000 and resolved.train.batch_size == 32 and resolved.preset == "d2l-tiny"
+    assert resolved.model.vocab_size > 1000  # the data's tokenizer's, filled in
+    params = int(re.search(r"\nparameters: ([\d,]+)\n", out)[1].replace(",", ""))
+    assert params == sizes.parameters(resolved.model)  # counted from the model, checked against the closed form
+    step_s = float(re.search(r"\none step: ([\d.]+) s, ", out)[1])
+    assert 0 < step_s < 60
+    assert re.search(r"\ntrain.steps=1,000 would take about [\d.,]+ (s|minutes|hours)\n$", out), out
+    budgeted = jaxbert_cli(capsys, "pretrain", "--data", wikitext_slice, "--dry-run", "--budget", "1h", *QUICK)
+    assert budgeted[0] == 0 and re.search(r"--budget 3600 s fits about [\d,]+ steps\n$", budgeted[1])
+
+
+@pytest.mark.parametrize("preset", ["bert-mini", "bert-base"])
+def test_googles_presets_need_a_budget_or_a_step_count(preset, wikitext_slice, tmp_path, capsys):
+    code, _, err = jaxbert_cli(capsys, "pretrain", "--preset", preset, "--data", wikitext_slice, "--out", tmp_path / "r")
+    one_line_error(code, err, f"--preset {preset} trains Google's 1,000,000 steps", "--budget", "train.steps=N")
+    assert not (tmp_path / "r").exists()
+
+
+def test_every_subcommands_help_shows_an_example():
+    helps = dict((name, parser.format_help()) for name, parser in cli._subparsers(cli._parser()))
+    assert {"pretrain", "prepare", "tokenizer train", "finetune", "export", "presets"} <= set(helps)
+    for name, text in helps.items():
+        assert "examples:\n" in text, name
+        assert f"jaxbert {name}" in text.split("examples:\n", 1)[1].split("\n\n")[0], text
+
+
 def test_encode_sentence_and_pair(run_dir, capsys):
     code, out, _ = jaxbert_cli(capsys, "encode", run_dir, "a crane is flying")
     assert code == 0
@@ -58,6 +102,8 @@ def test_encode_sentence_and_pair(run_dir, capsys):
     code, out, _ = jaxbert_cli(capsys, "encode", run_dir, "--pair", "a crane driver came", "he just left")
     assert code == 0 and "shape: (1, 10, 128)" in out
     assert re.search(r"tokens: <cls> a \S+ \S+ came <sep> he just left <sep>\n", out)
+    code, brief, _ = jaxbert_cli(capsys, "encode", run_dir, "--brief", "--pair", "a crane driver came", "he just left")
+    assert code == 0 and brief.splitlines() == out.splitlines()[:2]  # the tokens and the shape, no vectors
 
 
 def test_python_api_matches_the_chapter(run_dir):
@@ -145,9 +191,13 @@ def corpus_dir(tmp_path, train, valid=None):
     return d
 
 
+STAGE = re.compile(r"\[\d\d:\d\d:\d\d\] ")  # what the process was doing (report.stage), before the error
+
+
 def one_line_error(code, err, *fragments):
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith("jaxbert: error: ") and "Traceback" not in err, err
+    error = "".join(line for line in err.splitlines(keepends=True) if not STAGE.match(line))
+    assert error.count("\n") == 1 and error.startswith("jaxbert: error: ") and "Traceback" not in err, err
     for f in fragments:
         assert f in err, err
 

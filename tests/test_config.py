@@ -37,6 +37,18 @@ def test_bert_tiny_cpu_is_the_measured_recipe():
     assert dataclasses.replace(cpu.train, steps=recipe.train.steps) == recipe.train and cpu.train.steps == 2000
 
 
+def test_d2l_tiny_fast_is_the_documented_recipe():
+    """The preset is d2l-tiny with the --set flags docs/pretraining.md's 10-minute recipe lists, and nothing else."""
+    recipe = config.override(config.preset("d2l-tiny"), [
+        "data.objective=mlm", "data.dynamic_masking=true", "train.batch_size=128", "optim.learning_rate=2e-3",
+        "optim.warmup_steps=50", "optim.schedule=linear", "optim.clip_norm=1", "model.hidden_dropout_prob=0",
+        "model.attention_probs_dropout_prob=0", "train.log_every=50", "train.eval_every=500",
+        "train.checkpoint_every=500"])
+    fast = config.preset("d2l-tiny-fast")
+    assert (fast.model, fast.data, fast.optim) == (recipe.model, recipe.data, recipe.optim)
+    assert dataclasses.replace(fast.train, steps=recipe.train.steps) == recipe.train and fast.train.steps == 2000
+
+
 def test_override_parses_each_type():
     c = config.override(config.preset("d2l-tiny"), ["train.steps=7", "optim.learning_rate=3e-4",
                                                      "model.hidden_act=gelu", "model.tie_word_embeddings=true"])
@@ -74,5 +86,5 @@ def test_bad_overrides_name_the_problem(sets, message):
 
 
 def test_unknown_preset_lists_the_choices():
-    with pytest.raises(JaxbertError, match="unknown preset 'bert-huge'.*d2l-tiny, bert-tiny"):
+    with pytest.raises(JaxbertError, match="unknown preset 'bert-huge'.*d2l-tiny, d2l-tiny-fast, bert-tiny-cpu, bert-tiny"):
         config.preset("bert-huge")

@@ -110,6 +110,38 @@ def sets(prepared, *sets_):
     return data.load(prepared, cfg)
 
 
+def test_prepare_shows_a_progress_bar_on_a_terminal(tmp_path, tok):
+    """On a terminal, the documents tokenized so far and the file being read; piped, nothing (tested above)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    corpus_file = write_text(tmp_path / "corpus.txt", documents(40))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 columns wide
+    proc = subprocess.Popen([sys.executable, "-m", "jaxbert.cli", "prepare", "--corpus", str(corpus_file),
+                             "--tokenizer", str(tmp_path / "tokenizer.json"), "--out", str(tmp_path / "out")],
+                            stdout=subprocess.DEVNULL, stderr=child)
+    os.close(child)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(parent)
+    assert proc.wait() == 0
+    assert "tokenizing: 40 documents" in shown.decode() and "file 1 of 1: corpus.txt" in shown.decode(), shown
+
+
 def test_rebuilding_step_k_equals_the_kth_batch_of_a_sequential_pass(prepared):
     _, seq, _ = sets(prepared, "data.dynamic_masking=true")
     sequential = [seq.batch(step, 16) for step in range(12)]  # crosses epochs

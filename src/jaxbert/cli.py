@@ -19,6 +19,7 @@
 import argparse
 import dataclasses
 import sys
+import textwrap
 from pathlib import Path
 
 from jaxbert import config, corpus, rundir, tasks
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="a `jaxbert prepare` directory, several (a corpus prepared in parts, trained on as one in "
                           "the order given), or a folder with wiki.{train,valid}.tokens (default $JAXBERT_DATA, "
                           "else download WikiText-2)")
-    pre.add_argument("--out", required=True, type=Path, help="run directory to create")
+    pre.add_argument("--out", type=Path, help="run directory to create (required unless --dry-run)")
     pre.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override one config field, e.g. train.steps=200 (repeatable)")
     pre.add_argument("--budget", type=_duration, metavar="TIME",
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                           "own --process-id")
     pre.add_argument("--num-processes", type=int, default=1)
     pre.add_argument("--process-id", type=int, default=0)
+    pre.add_argument("--dry-run", action="store_true",
+                     help="print the resolved config, the parameter count and the time per step (a few steps "
+                          "timed on the data), then stop; writes nothing")
     mode = pre.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -98,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     what = enc.add_mutually_exclusive_group(required=True)
     what.add_argument("sentence", nargs="?", help="one sentence")
     what.add_argument("--pair", nargs=2, metavar=("A", "B"), help="a sentence pair")
+    enc.add_argument("--brief", action="store_true", help="print the tokens and the shape only, not the vectors")
 
     fill = sub.add_parser("fill-mask", help="print the MLM head's likeliest words for each mask token in a text")
     fill.add_argument("run_dir", type=Path)
@@ -171,7 +176,48 @@ def _parser() -> argparse.ArgumentParser:
     gl.add_argument("--out", type=Path, help="report folder (default RUN_DIR/glue)")
     gl.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 for each initialisation (default 5)")
     gl.add_argument("--tasks", nargs="+", default=["sst2", "mrpc", "rte", "cola"], metavar="TASK")
+    for name, parser in _subparsers(p):
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        more = f"\n\n{textwrap.fill(parser.epilog, 100)}" if parser.epilog else ""
+        parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name]) + more
     return p
+
+
+def _subparsers(parser: argparse.ArgumentParser, prefix: str = ""):
+    """(name, parser) of every subcommand, nested ones as `tokenizer train`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + name, sub
+                yield from _subparsers(sub, prefix + name + " ")
+
+
+EXAMPLES = {
+    "pretrain": ["jaxbert pretrain --preset d2l-tiny --out runs/tiny            # the book's run on WikiText-2",
+                 "jaxbert pretrain --preset bert-tiny-cpu --data runs/prep --out runs/mine --budget 30m",
+                 "jaxbert pretrain --preset bert-base --data runs/prep --out runs/base --budget 2h --dry-run",
+                 "jaxbert pretrain --out runs/tiny --resume                    # after a crash or a kill"],
+    "tokenizer": ["jaxbert tokenizer train --corpus 'texts/*.txt' --vocab-size 8192 --out runs/tok"],
+    "tokenizer train": ["jaxbert tokenizer train --corpus 'texts/*.txt' --vocab-size 8192 --out runs/tok",
+                        "jaxbert tokenizer train --corpus reviews.jsonl --text-field review --out runs/tok"],
+    "prepare": ["jaxbert prepare --corpus 'texts/*.txt' --tokenizer runs/tok --out runs/prep",
+                "jaxbert prepare --corpus aclImdb_v1.tar.gz --tokenizer vocab.txt --out runs/imdb-prep"],
+    "export": ["jaxbert export runs/tiny hf/tiny    # then BertForPreTraining.from_pretrained('hf/tiny')"],
+    "import": ["jaxbert import hf/bert-base-uncased runs/bert-base --preset bert-base"],
+    "encode": ['jaxbert encode runs/tiny "a crane is flying"                       # 6 vectors',
+               'jaxbert encode runs/tiny --pair "a crane driver came" "he just left"  # 10 vectors'],
+    "fill-mask": ['jaxbert fill-mask runs/tiny "the <mask> of the river"           # word-level runs',
+                  'jaxbert fill-mask runs/mine "the film was [MASK] ." --top-k 3   # WordPiece runs'],
+    "finetune": ["jaxbert finetune --task sst2 --data glue/SST-2 --init runs/mine --out runs/sst2",
+                 "jaxbert finetune --task imdb --data aclImdb_v1.tar.gz --init runs/mine --out runs/imdb --labels 500",
+                 "jaxbert finetune --task squad --data squad/ --init runs/mine --out runs/squad --random-init"],
+    "predict": ["echo 'a gripping, funny film' | jaxbert predict runs/sst2",
+                "jaxbert predict runs/squad --file questions.tsv    # QUESTION<TAB>CONTEXT per line"],
+    "presets": ["jaxbert presets"],
+    "plan": ["jaxbert plan --preset bert-large --devices 8 --batch 256"],
+    "transfer": ["jaxbert transfer runs/mine --task imdb --data aclImdb_v1.tar.gz --labels 100 500 --seeds 5"],
+    "glue": ["jaxbert glue runs/mine --data glue/ --seeds 5"],
+}
 
 
 def _duration(text: str) -> float:
@@ -221,14 +267,24 @@ def pretrain(args) -> None:
 
     # A resumed run starts from its own config; --set may then change what `train.resumed_config` allows, and
     # a --preset other than the run's is refused there, naming both.
-    saved = args.out / rundir.CONFIG
-    base = config.Config.load(saved) if args.resume and saved.is_file() else None
+    if args.out is None and not args.dry_run:
+        raise JaxbertError("pretrain needs --out RUN_DIR, the run directory to create (or --dry-run)")
+    saved = args.out / rundir.CONFIG if args.out else None
+    base = config.Config.load(saved) if args.resume and saved and saved.is_file() else None
     if base is None or (args.preset and args.preset != base.preset):
         base = config.preset(args.preset or "d2l-tiny")
     if args.budget and args.resume:
         raise JaxbertError("--budget fits train.steps when a run starts; a resumed run goes on to the steps it "
                            "was given, so drop --budget")
     cfg = config.override(base, args.set + ([f"train.budget_s={args.budget}"] if args.budget else []))
+    if args.dry_run:
+        for line in train.dry_run(cfg, args.data):
+            print(line)
+        return
+    if (not args.resume and not args.budget and cfg.train.steps == config.GOOGLE_STEPS
+            and not any(s.startswith("train.steps=") for s in args.set)):
+        raise JaxbertError(f"--preset {cfg.preset} trains Google's {config.GOOGLE_STEPS:,} steps; give --budget "
+                           "TIME or --set train.steps=N (--dry-run prints the time per step on this machine)")
     if args.coordinator:
         from jaxbert import sharding
         sharding.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -298,6 +354,8 @@ def encode(args) -> None:
     vectors = np.asarray(encoder.encode(*texts))
     print("tokens:", " ".join(tokens))
     print("shape:", vectors.shape)
+    if args.brief:
+        return
     width = max(len(t) for t in tokens)
     with np.printoptions(precision=4, suppress=True):
         for i, token in enumerate(tokens):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
+from tqdm import tqdm
 
 from jaxbert import corpus, masking, sentence_ids
 from jaxbert import tokenization
@@ -113,6 +114,7 @@ def _stream(files, writers, tok, *, fmt, text_field, split, chunk, route) -> int
     """Tokenize documents chunk by chunk into the writer that `route(document index)` names."""
     pending = {s: ([], []) for s in writers}  # split -> (sentences, sentences per document)
     empty, index = 0, 0
+    bar = tqdm(unit=" documents", dynamic_ncols=True, desc="tokenizing", disable=None)  # on a terminal only
 
     def flush(split_name):
         sentences, sizes = pending[split_name]
@@ -120,19 +122,22 @@ def _stream(files, writers, tok, *, fmt, text_field, split, chunk, route) -> int
             writers[split_name].write(*sentence_ids.encode(tok, sentences, writers[split_name].dtype), sizes)
         pending[split_name] = ([], [])
 
-    for path in files:
+    for n, path in enumerate(files, 1):
+        bar.set_postfix_str(f"file {n} of {len(files)}: {Path(path).name}")
         for doc in corpus.iter_documents(path, fmt, text_field=text_field, split=split):
             if not doc:
                 empty += 1
                 continue
             target = route(index)
             index += 1
+            bar.update()
             pending[target][0].extend(doc)
             pending[target][1].append(len(doc))
             if len(pending[target][0]) >= chunk:
                 flush(target)
     for s in writers:
         flush(s)
+    bar.close()
     return empty
 
 

@@ -3,6 +3,8 @@ summary lines."""
 
 import json
 import statistics
+import sys
+import time
 from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: nothing global (backend, figure registry) is touched
@@ -10,6 +12,12 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from jaxbert.rundir import write_atomic
+
+
+def stage(text: str) -> None:
+    """A line on stderr, stamped with the local time, saying what the process is doing before the progress bar
+    starts (loading, compiling, fitting a budget)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 class Reporter:

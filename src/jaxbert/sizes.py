@@ -36,7 +36,7 @@ def with_vocab(cfg: Config) -> Config:
 
     if cfg.model.vocab_size:
         return cfg
-    size = BOOK_VOCAB if cfg.data.objective == "d2l" else VOCAB
+    size = BOOK_VOCAB if cfg.preset.startswith("d2l-") else VOCAB
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=size))
 
 
@@ -49,13 +49,14 @@ def table() -> list[str]:
         shape = f"{m.num_hidden_layers}/{m.hidden_size}/{m.num_attention_heads}/{m.intermediate_size}"
         out.append(f"{name:<15}{shape:>25}{parameters(m) / 1e6:>12.1f}M{train_flops_per_token(cfg) / 1e9:>13.4f}"
                    f"{f'{cfg.data.max_len} x {cfg.train.batch_size}':>13}{cfg.train.steps:>11,}  {NOTES[name]}")
-    out.append(f"(vocabulary {VOCAB:,} pieces; d2l-tiny: the book's {BOOK_VOCAB:,} words. Training FLOPs per token in "
+    out.append(f"(vocabulary {VOCAB:,} pieces; d2l-*: the book's {BOOK_VOCAB:,} words. Training FLOPs per token in "
                "closed form; `jaxbert plan --preset NAME` counts them with XLA and adds memory per device.)")
     return out
 
 
 NOTES = {
     "d2l-tiny": "the book's run: ReLU, untied decoder, dropout 0.2, Adam 1e-4, its pairs",
+    "d2l-tiny-fast": "the book's model, CPU recipe: full windows, MLM only, lr 2e-3; use --budget",
     "bert-tiny-cpu": "bert-tiny with the CPU recipe: MLM only, lr 2e-3, no dropout; use --budget",
     "bert-tiny": "Google's compact BERTs and BERT-Base/Large: AdamW 1e-4, 10k warmup, 1M steps;",
     "bert-mini": "  on a CPU give --budget or --set train.steps=N",

@@ -4,6 +4,7 @@
 """
 
 import dataclasses
+import json
 import shutil
 import time
 from pathlib import Path
@@ -163,6 +164,8 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
 def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bool, primary: bool,
            started: float) -> list[str]:
     """`run` once the run directory is claimed."""
+    say = report.stage if primary else (lambda text: None)
+    say(f"loading {data.describe(source)}")
     if resuming:
         cfg = resumed_config(cfg, run_dir, rundir.latest_step(run_dir))
         tok = tokenization.load(run_dir / rundir.TOKENIZER)
@@ -194,20 +197,18 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
             rundir.record_data(run_dir, data.describe(source), fingerprint)
 
     batch_size = cfg.train.batch_size
-    mesh = sharding.make_mesh(cfg.mesh)
-    sharding.check_batch(mesh, batch_size, cfg.train.grad_accum_steps)
-    eval_batches = [sharding.put_batch(mesh, sharding.local_share(b))
-                    for b in (eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else [])]
-    next_batch = lambda step: sharding.put_batch(mesh, train_set.batch(step, batch_size, jax.process_index(),
-                                                                       jax.process_count()))
+    say(f"{len(train_set):,} training examples, a vocabulary of {cfg.model.vocab_size:,}; building the model")
+    mesh, eval_batches, next_batch = _feed(cfg, train_set, eval_set)
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(cfg, tx)
     state_shardings = sharding.state_shardings(mesh, cfg.mesh.mode, state)
     state = jax.device_put(state, state_shardings)
     if cfg.train.budget_s and not resuming:  # a resumed run keeps the steps fitted when it started
+        say(f"fitting train.steps to the budget: compiling, then timing {PROBE_STEPS} steps and an evaluation")
         try:
-            steps = fit_steps(cfg, graphdef, state, next_batch, eval_batches, started + cfg.train.budget_s,
-                              mesh=mesh, state_shardings=state_shardings)
+            timing = time_steps(cfg, graphdef, state, next_batch, eval_batches, mesh=mesh,
+                                state_shardings=state_shardings)
+            steps = fit_steps(cfg, timing, started + cfg.train.budget_s)
         except JaxbertError:
             if primary:
                 shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run behind
@@ -215,6 +216,7 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
         if jax.process_count() > 1:  # every process trains process 0's fit
             steps = int(multihost_utils.broadcast_one_to_all(np.int32(steps)))
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+        say(f"{steps:,} steps fit the budget ({timing.step_s:.3f} s each)")
         if primary:
             cfg.save(run_dir / rundir.CONFIG)
         tx = optim.optimizer(cfg.optim, cfg.train.steps)
@@ -230,6 +232,7 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
                                        with_nsp=cfg.data.objective != "mlm",
                                        grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
                                        state_shardings=state_shardings)  # MLM head unpacked: docs/performance.md
+    say(f"compiling the train step (the first step pays it), then steps {start + 1} to {cfg.train.steps}")
     pair_task = {"nsp": "NSP", "d2l": "NSP", "sop": "SOP"}.get(cfg.data.objective)  # None: MLM only
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
                           start_step=start, pair_task=pair_task, tensorboard_dir=run_dir / rundir.TENSORBOARD,
@@ -287,17 +290,20 @@ def check_finite(unchecked: list, mngr, rep, run_dir: Path, cfg: Config) -> None
                        f"{cfg.optim.learning_rate:g}) or with optim.clip_norm set")
 
 
-PROBE_STEPS = 5  # timed train steps (after the one that compiles) when fitting a budget
+PROBE_STEPS = 5  # timed train steps (after the one that compiles) when fitting a budget or in a dry run
 
 
-def fit_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batches, deadline: float, *, mesh,
-              state_shardings) -> int:
-    """How many steps fit before `deadline` (a `time.perf_counter` value), timed on throwaway steps from a copy
-    of `state`.
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    step_s: float  # one train step, the median of PROBE_STEPS after the one that compiles
+    compile_s: float  # compiling the train step and the evaluation, paid once by a run
+    eval_s: float  # one evaluation (0 without held-out data)
 
-    Counts what the real loop pays: compiling its step again (the schedule is part of the program), each step,
-    and each evaluation. The result is fixed for the rest of the run, so it is as reproducible as a step count.
-    """
+
+def time_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batches, *, mesh,
+               state_shardings) -> Timing:
+    """Time throwaway steps from a copy of `state`: what the real loop pays to compile its step (the schedule is
+    part of the program, so a run compiles again), each step, and each evaluation."""
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
                                        with_nsp=cfg.data.objective != "mlm",
@@ -310,20 +316,79 @@ def fit_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batches
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
     step_s = float(np.median(times[1:]))
-    overhead = times[0] - step_s  # compiling the train step, paid again by the real loop
-    eval_s = 0.0
+    compile_s, eval_s = times[0] - step_s, 0.0
     if eval_batches:
         t = time.perf_counter()
         evaluate(eval_step, probe.params, eval_batches)  # compiles: the real loop pays this at step 0
-        overhead += time.perf_counter() - t
+        compile_s += time.perf_counter() - t
         t = time.perf_counter()
         evaluate(eval_step, probe.params, eval_batches)
-        eval_s = time.perf_counter() - t  # what each later evaluation costs
-    steps = int((deadline - time.perf_counter() - overhead) / (step_s + eval_s / cfg.train.eval_every))
+        eval_s = time.perf_counter() - t
+    return Timing(step_s, compile_s, eval_s)
+
+
+def fit_steps(cfg: Config, timing: Timing, deadline: float) -> int:
+    """How many steps of `timing` fit before `deadline` (a `time.perf_counter` value), counting the compiling and
+    an evaluation every `train.eval_every` steps. The result is fixed for the rest of the run, so it is as
+    reproducible as a step count."""
+    per_step = timing.step_s + timing.eval_s / cfg.train.eval_every
+    steps = int((deadline - time.perf_counter() - timing.compile_s) / per_step)
     if steps < 1:
         raise JaxbertError(f"a budget of {cfg.train.budget_s:.0f} s leaves no time to train (one step takes "
-                           f"{step_s:.2f} s after {overhead:.0f} s of compiling); give a larger --budget")
+                           f"{timing.step_s:.2f} s after {timing.compile_s:.0f} s of compiling); give a larger "
+                           "--budget")
     return steps
+
+
+def dry_run(cfg: Config, data_dir: str | None = None) -> list[str]:
+    """`pretrain --dry-run`: the resolved config, the parameter count and the measured time per step of `cfg` on
+    its data (a few throwaway steps); nothing is written."""
+    started = time.perf_counter()
+    source = data.locate(data_dir)
+    report.stage(f"loading {data.describe(source)}")
+    tok, train_set, eval_set = data.load(source, cfg.data)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
+    data.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)  # fails if the data is too small
+    mesh, eval_batches, next_batch = _feed(cfg, train_set, eval_set)
+    tx = optim.optimizer(cfg.optim, cfg.train.steps)
+    graphdef, state = init_state(cfg, tx)
+    state_shardings = sharding.state_shardings(mesh, cfg.mesh.mode, state)
+    state = jax.device_put(state, state_shardings)
+    report.stage(f"compiling, then timing {PROBE_STEPS} steps and an evaluation")
+    timing = time_steps(cfg, graphdef, state, next_batch, eval_batches, mesh=mesh, state_shardings=state_shardings)
+    params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
+    devices = jax.devices()
+    lines = [json.dumps(cfg.to_dict(), indent=2),
+             f"parameters: {params:,}",
+             f"one step: {timing.step_s:.3f} s, {cfg.train.batch_size / timing.step_s:,.0f} examples/s (median of "
+             f"{PROBE_STEPS} steps on {len(devices)} {devices[0].platform.upper()} device(s)); compiling "
+             f"{timing.compile_s:.1f} s; one evaluation {timing.eval_s:.2f} s"]
+    if cfg.train.budget_s:
+        steps = fit_steps(cfg, timing, started + cfg.train.budget_s)
+        lines.append(f"--budget {cfg.train.budget_s:.0f} s fits about {steps:,} steps")
+    else:
+        total = timing.compile_s + cfg.train.steps * (timing.step_s + timing.eval_s / cfg.train.eval_every)
+        lines.append(f"train.steps={cfg.train.steps:,} would take about {_duration(total)}")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _feed(cfg: Config, train_set, eval_set):
+    """(mesh, the held-out batches on devices, step -> that step's training batch on devices)."""
+    batch_size = cfg.train.batch_size
+    mesh = sharding.make_mesh(cfg.mesh)
+    sharding.check_batch(mesh, batch_size, cfg.train.grad_accum_steps)
+    eval_batches = [sharding.put_batch(mesh, sharding.local_share(b))
+                    for b in (eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else [])]
+    next_batch = lambda step: sharding.put_batch(mesh, train_set.batch(step, batch_size, jax.process_index(),
+                                                                       jax.process_count()))
+    return mesh, eval_batches, next_batch
 
 
 def evaluate(eval_step, params, batches) -> dict:
