@@ -20,11 +20,11 @@ $(BIN)/.installed: $(BIN)/.runtime
 	$(BIN)/pip install --quiet --no-deps d2l==1.0.3 keras-hub==0.32.0
 	touch $@
 
-# About 13 minutes on 2 CPU cores, the install included (docs/pretraining.md): the book's run (its 140 steps and
-# its printed line), the same model trained by the fast recipe for 5 minutes, then what that model fills in and
-# the book's two encodings. The demo's run directories are replaced on every `make demo`.
+# About 10 minutes on 2 CPU cores, the install included (docs/pretraining.md, "The demo"): the book's run (its 140
+# steps and its printed line), the same model trained by the fast recipe for 5 minutes, then what that model fills
+# in and the book's two encodings. The demo's run directories are replaced on every `make demo`.
 demo: $(BIN)/.runtime
-	@echo "== 1 of 3: the book's run, d2l-tiny on WikiText-2 (about 5 minutes)"
+	@echo "== 1 of 3: the book's run, d2l-tiny on WikiText-2 (about 4 minutes)"
 	$(BIN)/jaxbert pretrain --preset d2l-tiny $(if $(DATA),--data $(DATA)) --out $(RUN) --overwrite
 	@echo "== 2 of 3: the same model, the fast CPU recipe (d2l-tiny-fast), 5 minutes"
 	$(BIN)/jaxbert pretrain --preset d2l-tiny-fast $(if $(DATA),--data $(DATA)) --out $(RUN)-fast --overwrite --budget 5m
@@ -52,6 +52,7 @@ bench: $(BIN)/.installed
 	cd benchmarks && ../$(BIN)/python base_train.py --data ../$(SHARED)/wikitext-2 --vocab ../$(SHARED)/bert-base-uncased
 	cd benchmarks && ../$(BIN)/python prepare_vs_d2l.py --data ../$(SHARED)/wikitext-2
 	cd benchmarks && ../$(BIN)/python prepare_scale.py --data ../$(SHARED)
+	cd benchmarks && ../$(BIN)/python preset_speed.py --data ../$(SHARED)/wikitext-2 --vocab ../$(SHARED)/bert-base-uncased
 
 # The few-labels report of docs/transfer.md, from nothing: an 8,192-piece vocabulary and a 30-minute bert-tiny-cpu
 # run on IMDb's unlabelled and training reviews, then IMDb test (100 and 500 labels) and SST-2 dev (500 labels),

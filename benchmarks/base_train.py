@@ -29,13 +29,13 @@ def base_config(vocab_size: int, bf16: bool = False):
 
 def base_batches(data_dir: Path, vocab_dir: Path, rows: int, count: int) -> tuple[list[dict], int]:
     """The first `count` batches of WikiText-2's training split prepared in WordPiece, and the vocabulary size."""
-    from jaxbert import data
+    from jaxbert.data import batches
 
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "jaxbert.cli", "prepare", "--corpus", str(data_dir / "wiki.train.tokens"),
                         "--format", "wikitext", "--tokenizer", str(vocab_dir / "vocab.txt"), "--out", tmp + "/p"],
                        check=True, capture_output=True)
-        tok, train_set, _ = data.load(Path(tmp) / "p", base_config(0).data)
+        tok, train_set, _ = batches.load(Path(tmp) / "p", base_config(0).data)
         return [train_set.batch(step, rows) for step in range(count)], tok.get_vocab_size()
 
 

@@ -37,7 +37,8 @@ def make_models(size: str, vocab_dir: Path, out: Path) -> tuple[Path, Path]:
     import torch
     import transformers
 
-    from jaxbert import hf, tokenization
+    from jaxbert.data import tokenization
+    from jaxbert.interop import hf
 
     layers, hidden, heads, ffn = SIZES[size]
     torch.manual_seed(0)

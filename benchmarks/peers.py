@@ -42,7 +42,7 @@ def jaxbert_step(cfg):
     """`step(batch) -> loss` as `jaxbert pretrain` runs it."""
     import jax
 
-    from jaxbert import optim, train
+    from jaxbert.training import optim, train
 
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = train.init_state(cfg, tx)
@@ -334,7 +334,7 @@ def matmul_peaks(n: int = 2048) -> dict:
 
 def step_flops(cfg, rows: int) -> float:
     """XLA's FLOP count of jaxbert's train step for `cfg` at `rows` rows."""
-    from jaxbert import plan
+    from jaxbert.training import plan
 
     cost = plan.lowered_step(cfg, rows).cost_analysis()
     return float((cost[0] if isinstance(cost, list) else cost)["flops"])
@@ -382,11 +382,13 @@ def main() -> None:
         batches = load_batches(args.batches)
         return worker(w1_step(args.worker, args.vocab_size, batches[0]), batches)
 
-    from jaxbert import config, corpus, data
+    from jaxbert import config
+    from jaxbert.data import corpus
+    from jaxbert.data.batches import load_wikitext2
 
     print(harness.machine())
     cfg = config.preset("d2l-tiny")
-    tok, train_set, _ = data.load_wikitext2(corpus.locate_wikitext2(args.data), cfg.data)
+    tok, train_set, _ = load_wikitext2(corpus.locate_wikitext2(args.data), cfg.data)
     batches = [train_set.batch(step, cfg.train.batch_size) for step in range(args.warmup + args.steps)]
     flops = step_flops(w1_config(tok.get_vocab_size()), cfg.train.batch_size)
     print(f"W1: vocabulary {tok.get_vocab_size()}, {flops:.3g} FLOP per step (XLA's count of jaxbert's float32 step)")

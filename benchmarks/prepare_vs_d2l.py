@@ -3,7 +3,7 @@
     python benchmarks/prepare_vs_d2l.py --data ../shared/data/wikitext-2 [--repeats 5] [--warm 2]
 
 The book: d2l 1.0.3's `_read_wiki` + `_WikiTextDataset(paragraphs, 64)` (`load_data_wiki` without its
-DataLoader), which yields every training example padded to max_len 64. jaxbert: `data.load_wikitext2` with every
+DataLoader), which yields every training example padded to max_len 64. jaxbert: `batches.load_wikitext2` with every
 example of both splits built (the book's semantics; training builds rows a batch at a time) and, for the scalable
 path, `jaxbert prepare` with the bert-base-uncased WordPiece `vocab.txt` (next to the WikiText-2 folder), the
 instances and the first batch of training.
@@ -27,7 +27,7 @@ import harness
 
 PIPELINES = {
     "d2l": "d2l 1.0.3 `_read_wiki` + `_WikiTextDataset`",
-    "book": "jaxbert `data.load_wikitext2` + every example built (book semantics, train + held-out)",
+    "book": "jaxbert `batches.load_wikitext2` + every example built (book semantics, train + held-out)",
     "wordpiece": "jaxbert `prepare` (bert-base-uncased WordPiece) + instances + first batch",
 }
 
@@ -43,10 +43,11 @@ def book_work(folder: Path):
 def ours_book_semantics(folder: Path):
     import numpy as np
 
-    from jaxbert import config, data
+    from jaxbert import config
+    from jaxbert.data import batches
 
     def work():
-        _, train, held_out = data.load_wikitext2(folder, config.preset("d2l-tiny").data)
+        _, train, held_out = batches.load_wikitext2(folder, config.preset("d2l-tiny").data)
         for split in (train, held_out):  # rows are built on demand: build them all, as the book's code does
             split.take(np.arange(len(split)))
         return len(train)
@@ -55,14 +56,15 @@ def ours_book_semantics(folder: Path):
 
 
 def ours_prepared(folder: Path):
-    from jaxbert import config, data, prepare, tokenization
+    from jaxbert import config
+    from jaxbert.data import batches, prepare, tokenization
 
     def work():
         tok = tokenization.wordpiece_from_vocab(folder.parent / "bert-base-uncased" / "vocab.txt")
         with tempfile.TemporaryDirectory() as tmp:
             prepare.prepare([folder / "wiki.train.tokens"], Path(tmp) / "p", tok, eval_fraction=0.0)
             cfg = config.override(config.preset("bert-base"), ["data.max_len=64"]).data
-            _, train, _ = data.load(Path(tmp) / "p", cfg)
+            _, train, _ = batches.load(Path(tmp) / "p", cfg)
             train.batch(0, 512)
             return len(train)
 

@@ -15,8 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxbert import config
+from jaxbert.data import corpus
+from jaxbert.data.batches import load_wikitext2
+from jaxbert.training import optim, train
+
 import harness
-from jaxbert import config, corpus, data, optim, train
 
 
 def variants(capacity: int) -> list[tuple[str, list[str], dict]]:
@@ -56,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     print(harness.machine())
     cfg = config.preset("d2l-tiny")
-    tok, train_set, _ = data.load_wikitext2(corpus.locate_wikitext2(args.data), cfg.data)
+    tok, train_set, _ = load_wikitext2(corpus.locate_wikitext2(args.data), cfg.data)
     cfg = config.override(cfg, [f"model.vocab_size={tok.get_vocab_size()}"])
     batches = [train_set.batch(step, cfg.train.batch_size) for step in range(4)]
     weights = np.concatenate([b["masked_weights"] for b in batches])

@@ -67,7 +67,8 @@ def plausible_summary(line: str, vocab_size: int) -> dict:
 @pytest.fixture(scope="session")
 def tiny_run(wikitext_slice, tmp_path_factory) -> Path:
     """A TINY run of 2 steps, shared read-only by the fine-tuning tests (a starting point, not a good model)."""
-    from jaxbert import config, train
+    from jaxbert import config
+    from jaxbert.training import train
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
     train.run(config.override(config.preset("d2l-tiny"), TINY + ["train.steps=2"]), out, data_dir=wikitext_slice)

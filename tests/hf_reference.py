@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from jaxbert import tokenization
+from jaxbert.data import tokenization
 from jaxbert.encode import restore_run
 
 RTOL = 1e-4

@@ -12,8 +12,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from jaxbert import config, data, prepare
-from jaxbert import tokenization
+from jaxbert import config
+from jaxbert.data import batches, prepare, tokenization
 
 FIELDS = ("input_ids", "segment_ids", "valid_lens", "masked_positions", "masked_ids", "masked_weights",
           "nsp_labels")
@@ -39,7 +39,7 @@ def first_batches(train_set, eval_set, batch_size: int) -> list[dict]:
 
 def test_the_books_batches_on_wikitext2(wikitext_dir):
     cfg = config.preset("d2l-tiny")
-    tok, train_set, eval_set = data.load(wikitext_dir, cfg.data)
+    tok, train_set, eval_set = batches.load(wikitext_dir, cfg.data)
     assert tok.get_vocab_size() == 20256
     assert digest(first_batches(train_set, eval_set, cfg.train.batch_size)) == "8e8cae5ec1d47bc4"
 
@@ -61,5 +61,5 @@ def prepared_wikitext(wikitext_slice, wikitext_dir, tmp_path_factory):
 ])
 def test_prepared_batches(prepared_wikitext, overrides, expected):
     cfg = config.override(config.preset("bert-tiny"), ["data.max_len=64", *overrides])
-    _, train_set, eval_set = data.load(prepared_wikitext, cfg.data)
+    _, train_set, eval_set = batches.load(prepared_wikitext, cfg.data)
     assert digest(first_batches(train_set, eval_set, 64)) == expected

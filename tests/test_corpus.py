@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from jaxbert import corpus
+from jaxbert.data import corpus
 from jaxbert.errors import JaxbertError
 
 TRAIN = " = Title = \n the cat sat . the dog ran . \n"

@@ -10,8 +10,10 @@ import time
 import numpy as np
 import pytest
 
+from jaxbert import config, rundir
+from jaxbert.training import train
+
 from conftest import TINY
-from jaxbert import config, rundir, train
 
 SETS = TINY + ["train.steps=24", "train.checkpoint_every=2", "train.log_every=1", "train.eval_every=6"]
 
@@ -77,3 +79,58 @@ def test_kill_9_anywhere_then_resume_gives_the_uninterrupted_run(wikitext_slice,
         if rundir.latest_step(run) == 24:
             break
     assert metrics(run) == metrics(straight), kills
+
+
+@pytest.mark.slow
+def test_a_killed_fine_tuning_leaves_nothing_taken_for_a_finished_model(tiny_run, tmp_path):
+    """kill -9 of `jaxbert finetune` at moments spread over its life (loading, after its first epochs, while a
+    checkpoint is written): `predict` and `export` refuse what it leaves, in one line, until a run finishes; the
+    same command into a new --out then finishes with the scores of a run never interrupted."""
+    task = tmp_path / "task"
+    task.mkdir()
+    rng = np.random.default_rng(0)
+    words = "the city river house music game road team war king school film".split()
+    for split, n in (("train", 256), ("dev", 64)):
+        rows = [f"{' '.join(rng.choice(words, 5))} {['bad', 'good'][i % 2]}\t{i % 2}" for i in range(n)]
+        (task / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    (task / "in.txt").write_text("good city\n")
+
+    def finetune(out):
+        return [sys.executable, "-m", "jaxbert.cli", "finetune", "--task", "sst2", "--data", str(task), "--init",
+                str(tiny_run), "--out", str(out), "--epochs", "6", "--max-len", "16", "--validation", "32"]
+
+    def epochs(out):
+        try:
+            return len((out / "metrics.jsonl").read_text().splitlines())
+        except FileNotFoundError:
+            return 0
+
+    killed = []
+    for n, (kind, arg) in enumerate([("startup", 3.0), ("epoch", 1), ("checkpoint", None), ("epoch", 4)]):
+        out = tmp_path / f"killed-{n}"
+        proc = subprocess.Popen(finetune(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        begun = time.monotonic()
+        while proc.poll() is None:
+            if (kind == "startup" and time.monotonic() - begun > arg) or (kind == "epoch" and epochs(out) >= arg) \
+                    or (kind == "checkpoint" and checkpoint_in_flight(out)):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.002)
+        if proc.returncode == 0:
+            continue  # finished before the moment came: a finished model, nothing to check
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+        killed.append(kind)
+        if not out.exists():
+            continue
+        for argv in (["predict", str(out), "--file", str(task / "in.txt")], ["export", str(out), str(tmp_path / "hf")]):
+            done = subprocess.run([sys.executable, "-m", "jaxbert.cli", *argv], capture_output=True, text=True)
+            assert done.returncode == 2 and "did not finish" in done.stderr and done.stderr.count("\n") == 1, \
+                (kind, done.stderr[-2000:])
+            assert not (tmp_path / "hf").exists()
+    assert len(killed) >= 3, killed
+    scores = []
+    for out in (tmp_path / "again", tmp_path / "straight"):
+        subprocess.run(finetune(out), check=True, capture_output=True)
+        scores.append(json.loads((out / "scores.json").read_text()))
+    assert scores[0] == scores[1]

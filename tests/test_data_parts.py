@@ -3,11 +3,13 @@ as the whole would, in one global order, each process reading only its share; mi
 
 import numpy as np
 import pytest
+from test_prepare import documents, write_text
+
+from jaxbert import cli, config
+from jaxbert.data import batches, prepare, tokenization
+from jaxbert.errors import JaxbertError
 
 from conftest import TINY, plausible_summary
-from jaxbert import cli, config, data, prepare, tokenization
-from jaxbert.errors import JaxbertError
-from test_prepare import documents, write_text
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def parts(tmp_path_factory):
 
 def loaded(source, *flags):
     cfg = config.override(config.preset("bert-tiny"), ["data.max_len=32", *flags]).data
-    return data.load(data.locate(source), cfg)
+    return batches.load(batches.locate(source), cfg)
 
 
 @pytest.mark.parametrize("objective", ["nsp", "mlm"])
@@ -48,9 +50,9 @@ def test_parts_give_the_batches_of_the_whole(parts, objective):
 
 def test_the_order_of_the_parts_matters_and_is_part_of_the_fingerprint(parts):
     root, _ = parts
-    forward = data.locate([str(root / "part0"), str(root / "part1")])
-    backward = data.locate([str(root / "part1"), str(root / "part0")])
-    assert data.fingerprint(forward) != data.fingerprint(backward)
+    forward = batches.locate([str(root / "part0"), str(root / "part1")])
+    backward = batches.locate([str(root / "part1"), str(root / "part0")])
+    assert batches.fingerprint(forward) != batches.fingerprint(backward)
     _, a, _ = loaded([str(p) for p in forward])
     _, b, _ = loaded([str(p) for p in backward])
     assert not np.array_equal(a.batch(0, 16)["input_ids"], b.batch(0, 16)["input_ids"])
@@ -80,6 +82,6 @@ def test_mismatched_parts_are_refused(parts, tmp_path, wikitext_slice):
     with pytest.raises(JaxbertError, match=r"other.*another tokenizer than .*part0.*prepare every part with one"):
         loaded([str(root / "part0"), str(tmp_path / "other")])
     with pytest.raises(JaxbertError, match="must each be a `jaxbert prepare` directory"):
-        data.locate([str(root / "part0"), str(wikitext_slice)])
+        batches.locate([str(root / "part0"), str(wikitext_slice)])
     with pytest.raises(JaxbertError, match="given twice"):
-        data.locate([str(root / "part0"), str(root / "part0")])
+        batches.locate([str(root / "part0"), str(root / "part0")])

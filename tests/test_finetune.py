@@ -5,16 +5,18 @@ import io
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
-
-import jax
 from flax import nnx
 
 import jaxbert
-from jaxbert import cli, config, finetune, tasks
+from jaxbert import cli, config
 from jaxbert.encode import restore_run
 from jaxbert.errors import JaxbertError
+from jaxbert.finetuning import finetune, runs, tasks
+
+from conftest import DATA_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def test_the_classifier_starts_from_the_runs_encoder(run_dir):
 def test_fine_tuning_dropout_is_its_own_not_the_runs(run_dir):
     """BERT fine-tunes with dropout 0.1, whatever the run pretrained with (--dropout)."""
     assert config.FinetuneConfig(task="sst2").dropout == 0.1
-    from jaxbert.model import Dropout
+    from jaxbert.model.bert import Dropout
 
     for rate in (0.0, 0.1, 0.3):
         model = classifier(run_dir, dropout=rate)
@@ -111,7 +113,7 @@ def test_finetune_learns_a_task_and_keeps_the_best_epoch(finetuned, run_dir):
 
 def test_fine_tuning_keeps_the_pretraining_heads_as_they_were(finetuned, run_dir):
     """The MLM and NSP heads are not trained (no task reads them); the encoder is."""
-    _, _, _, model = finetune.restore(finetuned)
+    _, _, _, model = runs.restore(finetuned)
     _, _, run_model, _ = restore_run(run_dir)
     for head in ("mlm", "nsp"):
         kept, before = (jax.tree.leaves(nnx.state(getattr(m, head), nnx.Param)) for m in (model.bert, run_model))
@@ -178,7 +180,11 @@ def test_exported_classifiers_match_in_the_transformers_pipeline(finetuned, pair
     import transformers
 
     long_text = " ".join(["bad"] * 3 + ["good"] * 30)  # cut at the model's 16 tokens, only its start is seen
-    for model_dir, inputs in ((finetuned, TEXTS + [long_text]), (pair_model, [("the city river", "war king"),
+    # Real long texts: SQuAD v1.1 dev contexts (87 to 283 words here), far past the model's 16 tokens.
+    real = [p["context"] for a in json.loads((DATA_ROOT / "squad" / "dev-v1.1.json").read_text())["data"][:3]
+            for p in a["paragraphs"][:2]]
+    assert all(len(text.split()) > 50 for text in real)
+    for model_dir, inputs in ((finetuned, TEXTS + [long_text] + real), (pair_model, [("the city river", "war king"),
                                                                ("war king", "the city river"),
                                                                ("school film game", "school")])):
         hf_dir = tmp_path / model_dir.parent.name
@@ -188,7 +194,7 @@ def test_exported_classifiers_match_in_the_transformers_pipeline(finetuned, pair
         clf = transformers.pipeline("text-classification", model=str(hf_dir))
         theirs = clf([{"text": a, "text_pair": b} if isinstance(a, str) and b else a
                       for a, b in ((x if isinstance(x, tuple) else (x, None)) for x in inputs)], truncation=True)
-        ours = finetune.classify(model_dir, inputs)
+        ours = runs.classify(model_dir, inputs)
         np.testing.assert_allclose([t["score"] for t in theirs], [p for _, p in ours], atol=1e-5)
         # The same label wherever the winning probability clears 1/2 by more than that tolerance (the pair model
         # learnt random labels, so some of its answers are near ties that float32 rounding may decide).
@@ -296,7 +302,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_epoch_before(run_dir, wor
                            "--learning-rate") and last.endswith(f"kept in {tmp_path / 'a'}"), last
     rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1] and [p.name for p in (tmp_path / "a" / "checkpoints").iterdir()] == ["14"]
-    assert len(finetune.classify(tmp_path / "a", TEXTS)) == len(TEXTS)  # the kept model works
+    assert len(runs.classify(tmp_path / "a", TEXTS)) == len(TEXTS)  # the kept model works
     monkeypatch.setattr(finetune, "make_steps", poisoned(at=1))
     assert cli.main(base + ["--out", str(tmp_path / "b")]) == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith("nothing was kept") and not (tmp_path / "b").exists()

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import jaxbert
-from jaxbert import cli, glue
+from jaxbert import cli
 from jaxbert.config import FinetuneConfig
+from jaxbert.finetuning import glue
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +83,8 @@ def test_glue_starts_the_pretrained_arm_from_the_run_and_the_control_from_fresh_
                                                                                       monkeypatch):
     from flax import nnx
 
-    from jaxbert import finetune
     from jaxbert.encode import restore_run
+    from jaxbert.finetuning import finetune
 
     _, _, run_model, _ = restore_run(run_dir)
     ours = jax.tree.leaves(nnx.state(run_model, nnx.Param))

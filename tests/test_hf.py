@@ -14,11 +14,14 @@ torch = pytest.importorskip("torch")  # a test dependency (pip install torch==2.
 transformers = pytest.importorskip("transformers")
 
 import jaxbert  # noqa: E402
+from jaxbert import cli, config  # noqa: E402
+from jaxbert.data import tokenization  # noqa: E402
+from jaxbert.encode import restore_run  # noqa: E402
+from jaxbert.interop import hf
+from jaxbert.training import train
+
 from conftest import REPO, TINY  # noqa: E402
 from hf_reference import RTOL, compare, fit_separator, pair_sets  # noqa: E402
-from jaxbert import cli, config, hf, train  # noqa: E402
-from jaxbert import tokenization  # noqa: E402
-from jaxbert.encode import restore_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +95,7 @@ def test_readme_snippet_gives_jaxberts_pair_encoding(trained_run, tmp_path):
 @pytest.fixture(scope="module")
 def bert_vocab_run(wikitext_slice, wikitext_dir, tmp_path_factory):
     """A WordPiece run (bert-base-uncased's vocab.txt) with the SOP objective, trained a few steps."""
-    from jaxbert import prepare
+    from jaxbert.data import prepare
 
     folder = tmp_path_factory.mktemp("sop")
     tok = tokenization.wordpiece_from_vocab(wikitext_dir.parent / "bert-base-uncased" / "vocab.txt")
@@ -138,7 +141,7 @@ def set_pair_head(run_dir, pairs_true, pairs_random, *, separate: bool = True):
     (ridge) and answers class 1 on the half of all pairs that lie furthest along it."""
     from flax import nnx
 
-    from jaxbert import checkpoint, optim
+    from jaxbert.training import checkpoint, optim
 
     cfg, _, model, step = restore_run(run_dir)
     enc = jaxbert.load(run_dir)

@@ -11,12 +11,14 @@ torch = pytest.importorskip("torch")  # a test dependency (pip install torch==2.
 transformers = pytest.importorskip("transformers")
 
 import jaxbert  # noqa: E402
+from jaxbert import cli, config  # noqa: E402
+from jaxbert.data import tokenization  # noqa: E402
+from jaxbert.errors import JaxbertError  # noqa: E402
+from jaxbert.interop import hf
+from jaxbert.training import train
+
 from conftest import plausible_summary  # noqa: E402
 from hf_reference import RTOL, compare, fit_separator, pair_sets, wordpiece_files  # noqa: E402
-from jaxbert import cli, config, hf, train  # noqa: E402
-from jaxbert import tokenization  # noqa: E402
-from jaxbert.errors import JaxbertError  # noqa: E402
-
 
 CONFIGS = {
     "gelu-tied": dict(hidden_act="gelu", tie_word_embeddings=True),
@@ -76,7 +78,7 @@ def test_import_refuses_what_is_not_bert(tmp_path, capsys):
 
 
 def test_an_imported_checkpoint_resumes_pretraining(tmp_path):
-    from jaxbert import prepare
+    from jaxbert.data import prepare
 
     torch.manual_seed(2)
     cfg = transformers.BertConfig(vocab_size=70, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

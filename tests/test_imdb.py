@@ -7,10 +7,13 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import DATA_ROOT
-from jaxbert import cli, corpus, imdb, tasks
+from jaxbert import cli
+from jaxbert.data import corpus, imdb
 from jaxbert.encode import restore_run
 from jaxbert.errors import JaxbertError
+from jaxbert.finetuning import tasks
+
+from conftest import DATA_ROOT
 
 WORDS = "the city river house music game road team war king school film song army church ship".split()
 
@@ -132,7 +135,7 @@ def test_the_transfer_report_chooses_on_validation_and_scores_the_reported_split
     import jax
     from flax import nnx
 
-    from jaxbert import finetune
+    from jaxbert.finetuning import finetune
 
     fits, scored, fit, scorer = [], [], finetune.fit, finetune.scorer
 

@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from jaxbert import instances
+from jaxbert.data import instances
 
 
 def corpus(seed=0, docs=40):

@@ -6,8 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from jaxbert import instances, masking
-from jaxbert import tokenization
+from jaxbert.data import hashing, instances, masking, tokenization
 
 WORDS = [f"w{i}" for i in range(40)]
 
@@ -20,7 +19,7 @@ def corpus(rng, paragraphs=60):
 
 @dataclasses.dataclass(frozen=True)
 class Sentences:
-    """A corpus as data.py holds it: every sentence's ids in one array, sentence lengths, sentences per paragraph."""
+    """A corpus as batches.py holds it: every sentence's ids in one array, sentence lengths, sentences per paragraph."""
 
     ids: np.ndarray
     lengths: np.ndarray
@@ -48,7 +47,7 @@ def pairs(sent: Sentences, max_len: int, seed) -> instances.Instances:
 
 
 def make(setup, seed=0, max_len=16, mask_prob=0.15, p=None):
-    """Every pair of the corpus masked as data.py masks the training split (stream 0) of the book's data."""
+    """Every pair of the corpus masked as batches.py masks the training split (stream 0) of the book's data."""
     sent, specials, v = setup
     p = p or round(max_len * mask_prob)
     inst = pairs(sent, max_len, [seed, 0])
@@ -232,9 +231,9 @@ def test_the_hash_is_splitmix64_on_arrays_and_scalars():
             x = splitmix(x ^ k)
         return (x >> 11) * 2.0 ** -53
 
-    assert masking.hash_uniform(0, 1) == reference(0, 1)
-    assert masking.hash_uniform(2**63 + 5, 7, 3) == reference(2**63 + 5, 7, 3)
-    got = masking.hash_uniform(7, np.arange(4)[:, None], 2, np.arange(5)[None, :])
+    assert hashing.hash_uniform(0, 1) == reference(0, 1)
+    assert hashing.hash_uniform(2**63 + 5, 7, 3) == reference(2**63 + 5, 7, 3)
+    got = hashing.hash_uniform(7, np.arange(4)[:, None], 2, np.arange(5)[None, :])
     assert got.shape == (4, 5)
     assert all(got[i, j] == reference(7, i, 2, j) for i in range(4) for j in range(5))
     assert 0 <= got.min() and got.max() < 1 and len(np.unique(got)) == 20

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from jaxbert import config
-from jaxbert.model import BertForPreTraining
+from jaxbert.model.bert import BertForPreTraining
 
 
 def expected_params(m: config.ModelConfig) -> int:
@@ -95,7 +95,7 @@ def test_dropout_is_active_only_in_training():
 
 @pytest.mark.parametrize("rate", [0.1, 0.2, 0.5])
 def test_dropout_drops_at_its_rate_and_keeps_the_mean(rate):
-    from jaxbert.model import Dropout
+    from jaxbert.model.bert import Dropout
 
     x = jnp.ones((64, 64, 128)) * 3.0
     y = np.asarray(Dropout(rate)(x, deterministic=False, rngs=nnx.Rngs(dropout=0)))
@@ -114,7 +114,7 @@ def test_dropout_drops_at_its_rate_and_keeps_the_mean(rate):
 def test_mixed_matmul_sums_bfloat16_products_in_float32():
     """model.dtype=bfloat16 runs its dense layers and MLM decoder through `mixed_matmul`: bf16 operands, float32
     sums on the forward pass and on both backward matmuls."""
-    from jaxbert.model import mixed_matmul
+    from jaxbert.model.bert import mixed_matmul
 
     rng = np.random.default_rng(0)
     f32, bf16 = jnp.float32, jnp.bfloat16

@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxbert import optim
 from jaxbert.config import OptimConfig
+from jaxbert.training import optim
 
 
 @pytest.mark.parametrize("name, at_half_of_decay", [("constant", 1.0), ("linear", 0.5), ("cosine", 0.5)])

@@ -7,15 +7,18 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxbert import config
+from jaxbert.data import batches
+from jaxbert.training import optim, train
+
 from conftest import TINY
-from jaxbert import config, data, optim, train
 
 
 @pytest.fixture(scope="module")
 def setup(wikitext_slice):
     cfg = config.override(config.preset("d2l-tiny"), TINY + ["model.hidden_dropout_prob=0",
                                                              "model.attention_probs_dropout_prob=0"])
-    tok, train_set, _ = data.load(data.locate(str(wikitext_slice)), cfg.data)
+    tok, train_set, _ = batches.load(batches.locate(str(wikitext_slice)), cfg.data)
     cfg = config.override(cfg, [f"model.vocab_size={tok.get_vocab_size()}"])
     graphdef, state = train.init_state(cfg, optim.optimizer(cfg.optim, 10))
     return graphdef, state.params, train_set

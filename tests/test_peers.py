@@ -10,9 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import REPO, TINY  # noqa: E402
-from jaxbert import config, data, hf, losses, train  # noqa: E402
+from jaxbert import config  # noqa: E402
+from jaxbert.data import batches
 from jaxbert.encode import restore_run  # noqa: E402
+from jaxbert.interop import hf
+from jaxbert.model import losses
+from jaxbert.training import train
+
+from conftest import REPO, TINY  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import peers  # noqa: E402
@@ -25,7 +30,7 @@ def test_the_transformers_peer_computes_jaxberts_loss(wikitext_slice, tmp_path):
     hf.export(tmp_path / "run", tmp_path / "hf")
     theirs_model = transformers.BertForPreTraining.from_pretrained(tmp_path / "hf").eval()
     run_cfg, tok, model, _ = restore_run(tmp_path / "run")
-    _, train_set, _ = data.load(data.locate(str(wikitext_slice)), run_cfg.data, tok)
+    _, train_set, _ = batches.load(batches.locate(str(wikitext_slice)), run_cfg.data, tok)
     batch = train_set.batch(0, 16)
     assert 0 < batch["masked_weights"].sum() < batch["masked_weights"].size  # padding slots are in play
 

@@ -6,9 +6,12 @@ import math
 
 import pytest
 
-from conftest import plausible_summary
-from jaxbert import cli, config, plan, train
+from jaxbert import cli, config
 from jaxbert.errors import JaxbertError
+from jaxbert.training import plan, train
+
+from conftest import plausible_summary
+
 
 # BertForPreTraining's parameter counts at a 30,522-token vocabulary (bert-base-uncased's 110,106,428 is the
 # figure transformers reports for it); the compact sizes follow from the same formula.
@@ -83,10 +86,10 @@ def test_bert_base_trains_a_few_steps_on_this_cpu(wikitext_slice, tmp_path):
 def test_presets_closed_form_agrees_with_the_model_and_xla(name):
     """`jaxbert presets`' parameters equal the built model's count; its FLOPs leave out only elementwise work
     (LayerNorm, softmax, activations, the optimizer update), so XLA's count of the step is at most ~15% above."""
-    from jaxbert import sizes
-
     import jax
     import numpy as np
+
+    from jaxbert.model import sizes
 
     cfg = sizes.with_vocab(config.preset(name))
     _, params, _, _ = plan._abstract_state(cfg)  # shapes only

@@ -5,10 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY, plausible_summary
-from jaxbert import cli, config, data, prepare, train
-from jaxbert import tokenization
+from jaxbert import cli, config
+from jaxbert.data import batches, prepare, tokenization
 from jaxbert.errors import JaxbertError
+from jaxbert.training import train
+
+from conftest import TINY, plausible_summary
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "iota", "kappa", "lambda",
          "unbelievable", "restructuring", "counterintuitive", "photosynthesis", "x"]
@@ -107,7 +109,7 @@ def test_bad_command_lines(tmp_path, capsys, prepared):
 
 def sets(prepared, *sets_):
     cfg = config.override(config.preset("bert-tiny"), ["data.max_len=32", *sets_]).data
-    return data.load(prepared, cfg)
+    return batches.load(prepared, cfg)
 
 
 def test_prepare_shows_a_progress_bar_on_a_terminal(tmp_path, tok):
@@ -158,7 +160,7 @@ def test_process_shares_cover_each_example_once_per_epoch(prepared):
         parts = [s.batch(step, 16, p, 4) for p in range(4)]
         for f in whole:
             assert np.array_equal(np.concatenate([p[f] for p in parts]), whole[f])
-    rows = np.concatenate([data.batch_indices(len(s), 16, s.seed, k) for k in range(per_epoch)])
+    rows = np.concatenate([batches.batch_indices(len(s), 16, s.seed, k) for k in range(per_epoch)])
     assert len(rows) == len(set(rows)) == per_epoch * 16
 
 

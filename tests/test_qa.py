@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxbert import cli, finetune, qa
+from jaxbert import cli
+from jaxbert.finetuning import runs
 
 WORDS = "city river house music game road team war king school film song army church ship".split()
 
@@ -74,7 +75,7 @@ def test_exported_span_model_matches_in_transformers(span_model, tmp_path):
     enc = tok(question, context, return_tensors="pt")
     with torch.no_grad():
         out = model(**enc)
-    settings, _, ours_tok, ours = finetune.restore(span_model)
+    settings, _, ours_tok, ours = runs.restore(span_model)
     ids = np.asarray(enc["input_ids"]), np.asarray(enc["token_type_ids"])
     start, end = ours(ids[0], ids[1], np.asarray(enc["attention_mask"]).sum(-1))
     np.testing.assert_allclose(out.start_logits.numpy(), np.asarray(start), atol=1e-4)
@@ -82,7 +83,7 @@ def test_exported_span_model_matches_in_transformers(span_model, tmp_path):
     # transformers 5 has no question-answering pipeline: a user takes the likeliest start and end and decodes.
     start, end = int(out.start_logits.argmax()), int(out.end_logits.argmax())
     theirs = tok.decode(enc["input_ids"][0, start:end + 1])
-    assert theirs == qa.answer(span_model, [(question, context)])[0] == "very good"
+    assert theirs == runs.answer(span_model, [(question, context)])[0] == "very good"
 
 
 def test_squad_data_errors_are_one_line(tiny_run, tmp_path, capsys):

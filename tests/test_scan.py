@@ -10,11 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from test_model import expected_params, random_batch
+
+from jaxbert import config
+from jaxbert.interop import hf
+from jaxbert.model.bert import BertForPreTraining
+from jaxbert.training import optim, plan, train
 
 from conftest import TINY
-from jaxbert import config, hf, optim, plan, train
-from jaxbert.model import BertForPreTraining
-from test_model import expected_params, random_batch
 
 
 def small(**kw) -> config.ModelConfig:

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import DATA_ROOT
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from jaxbert import sentence_ids
-from jaxbert import tokenization
+from jaxbert.data import sentence_ids, tokenization
+
+from conftest import DATA_ROOT
 
 TRICKY = [
     "Hello, World! It's a  double  space and a trailing one ",

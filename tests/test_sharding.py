@@ -14,9 +14,11 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import jaxbert
-from conftest import TINY
-from jaxbert import config, rundir, sharding, train
+from jaxbert import config, rundir
 from jaxbert.errors import JaxbertError
+from jaxbert.training import sharding, train
+
+from conftest import TINY
 
 STEPS = ["train.steps=6", "train.log_every=1", "train.eval_every=3", "train.checkpoint_every=3"]
 
@@ -24,10 +26,11 @@ STEPS = ["train.steps=6", "train.log_every=1", "train.eval_every=3", "train.chec
 CHILD = """
 import json, sys
 import jax
-from jaxbert import config, train
+from jaxbert import config
+from jaxbert.training import train
 cfg = config.override(config.preset("d2l-tiny"), json.loads(sys.argv[1]))
 train.run(cfg, sys.argv[2], data_dir=sys.argv[3])
-from jaxbert import optim, sharding
+from jaxbert.training import optim, sharding
 cfg = config.Config.load(sys.argv[2] + "/config.json")  # with the vocabulary size filled in
 graphdef, state = train.init_state(cfg, optim.optimizer(cfg.optim, cfg.train.steps))
 state = jax.device_put(state, sharding.state_shardings(sharding.make_mesh(cfg.mesh), cfg.mesh.mode, state))

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from conftest import DATA_ROOT
-from jaxbert import squad
-from jaxbert import tokenization
+from jaxbert.data import tokenization
 from jaxbert.errors import JaxbertError
+from jaxbert.finetuning import squad
+
+from conftest import DATA_ROOT
 
 NORMANDY = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region in "
             "France.")
@@ -262,3 +263,70 @@ def test_postprocess_respects_span_rules(squad_file, bert_tok):
     # the prediction only ever uses context tokens: question-only peaks are ignored
     start[:, 1], end[:, 1] = 100, 100
     assert squad.postprocess(examples, feats, start, end)["q-when"] == "10th and 11th centuries"
+
+
+REAL_DEV = DATA_ROOT / "squad" / "dev-v1.1.json"
+
+
+def test_split_by_article_on_the_real_dev_set(tmp_path, capsys):
+    """One article in four (the 4th, 8th, ...) held out, by file order: no paragraph in both parts, every question
+    in exactly one, and both parts read as SQuAD files again."""
+    from jaxbert import cli
+
+    assert cli.main(["squad-split", str(REAL_DEV), "--out", str(tmp_path / "split")]) == 0
+    assert "train.json: 36 articles, 7793 questions" in capsys.readouterr().out
+    original = json.loads(REAL_DEV.read_text(encoding="utf-8"))["data"]
+    parts = {n: json.loads((tmp_path / "split" / f"{n}.json").read_text(encoding="utf-8"))["data"]
+             for n in ("train", "dev")}
+    assert [a["title"] for a in parts["dev"]] == [a["title"] for a in original[3::4]]
+    assert [a["title"] for a in parts["train"]] == [a["title"] for i, a in enumerate(original) if i % 4 != 3]
+    contexts = {n: {p["context"] for a in part for p in a["paragraphs"]} for n, part in parts.items()}
+    assert not contexts["train"] & contexts["dev"]
+    train, dev = squad.read(tmp_path / "split" / "train.json"), squad.read(tmp_path / "split" / "dev.json")
+    assert (len(train), len(dev)) == (7793, 2777) and len(train) + len(dev) == len(squad.read(REAL_DEV)) == 10570
+    assert not {e.id for e in train} & {e.id for e in dev}
+
+
+def test_split_by_article_refusals(tmp_path, capsys):
+    from jaxbert import cli
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("kept")
+    code = cli.main(["squad-split", str(REAL_DEV), "--out", str(tmp_path / "full")])
+    assert code == 2 and "is not empty; choose a new --out" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["mine.txt"]
+    assert cli.main(["squad-split", str(REAL_DEV), "--out", str(tmp_path / "a"), "--every", "1"]) == 2
+    assert "--every 1 must be at least 2" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"data": [{"paragraphs": [{"context": "abc", "qas": [{"id": "1", "question": "q", '
+                   '"answers": [{"text": "b", "answer_start": 0}]}]}]}]}')
+    assert cli.main(["squad-split", str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert "answer_start" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_the_scorer_on_real_dev_questions_by_hand():
+    """Fixed predictions for real SQuAD v1.1 dev questions, scored by hand with the official v1.1 rules: lower case,
+    punctuation, the articles a/an/the and extra whitespace removed; the best over the gold answers; token F1 with
+    multiplicity; a question without a prediction scores 0; means over the questions, in %."""
+    wanted = {
+        "56be4db0acb8001400a502ec": ("the  Denver Broncos!", 1, 1),  # article, punctuation, whitespace
+        "56be4db0acb8001400a502ed": ("Carolina", 0, 2 / 3),  # 1 of the 2 gold tokens: P 1, R 1/2
+        # gold "Levi's Stadium in the San Francisco Bay Area at Santa Clara, California." has 11 tokens, 7 shared
+        # (P 1, R 7/11, F1 7/9); gold "Levi's Stadium" shares 2 of the 7 (F1 4/9): the best is kept
+        "56be4db0acb8001400a502ee": ("Levi's Stadium in the San Francisco Bay Area", 0, 7 / 9),
+        "56be4e1facb8001400a502f9": ("eight", 1, 1),  # golds '8', 'eight', 'eight': any one counts
+        "56be4e1facb8001400a502fa": ("in 1995", 0, 2 / 3),  # P 1/2, R 1
+        "56beaa4a3aeaaa14008c91c2": ("Arizona Cardinals", 1, 1),
+        "56be4eafacb8001400a50302": ("Miller", 1, 1),  # the third gold answer
+        "56be4db0acb8001400a502ef": (None, 0, 0),  # no prediction
+    }
+    examples = [e for e in squad.read(REAL_DEV) if e.id in wanted]
+    assert len(examples) == len(wanted)
+    predictions = {i: p for i, (p, _, _) in wanted.items() if p is not None}
+    for e in examples:
+        text, em, f1 = wanted[e.id]
+        if text is not None:
+            assert squad.exact_match(text, e.answers) == em and squad.f1(text, e.answers) == pytest.approx(f1), e.id
+    scores = squad.evaluate(examples, predictions)
+    assert scores["exact_match"] == pytest.approx(100 * 4 / 8)
+    assert scores["f1"] == pytest.approx(100 * 55 / 72)  # (4 + 2/3 + 7/9 + 2/3) / 8

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxbert import tasks
 from jaxbert.errors import JaxbertError
+from jaxbert.finetuning import tasks
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from jaxbert import tokenization
+from jaxbert.data import tokenization
 from jaxbert.errors import JaxbertError
 
 

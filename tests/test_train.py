@@ -9,10 +9,13 @@ import optax
 import pytest
 from flax import nnx
 
-from conftest import TINY, plausible_summary
-from jaxbert import checkpoint, cli, config, data, optim, rundir, train
+from jaxbert import cli, config, rundir
+from jaxbert.data import batches
 from jaxbert.errors import JaxbertError
-from jaxbert.model import BertForPreTraining
+from jaxbert.model.bert import BertForPreTraining
+from jaxbert.training import checkpoint, optim, train
+
+from conftest import TINY, plausible_summary
 
 
 def tiny(*extra):
@@ -58,21 +61,21 @@ def test_resume_continues_exactly(wikitext_slice, tmp_path):
 
 def test_batches_are_a_function_of_seed_and_step():
     n, b = 103, 10
-    first_epoch = np.concatenate([data.batch_indices(n, b, seed=4, step=s) for s in range(10)])
+    first_epoch = np.concatenate([batches.batch_indices(n, b, seed=4, step=s) for s in range(10)])
     assert sorted(first_epoch) == sorted(set(first_epoch)) and len(first_epoch) == 100  # no repeats, 3 dropped
-    np.testing.assert_array_equal(data.batch_indices(n, b, 4, 13), data.batch_indices(n, b, 4, 13))
-    assert not np.array_equal(data.batch_indices(n, b, 4, 3), data.batch_indices(n, b, 4, 13))  # new epoch order
-    assert not np.array_equal(data.batch_indices(n, b, 4, 3), data.batch_indices(n, b, 5, 3))
+    np.testing.assert_array_equal(batches.batch_indices(n, b, 4, 13), batches.batch_indices(n, b, 4, 13))
+    assert not np.array_equal(batches.batch_indices(n, b, 4, 3), batches.batch_indices(n, b, 4, 13))  # new epoch order
+    assert not np.array_equal(batches.batch_indices(n, b, 4, 3), batches.batch_indices(n, b, 5, 3))
 
 
 def test_wikitext_examples_use_the_training_vocabulary(wikitext_slice):
-    tok, tr, ev = data.load_wikitext2(wikitext_slice, tiny().data)
+    tok, tr, ev = batches.load_wikitext2(wikitext_slice, tiny().data)
     assert len(tr) > len(ev) > 50
     everything = [split.take(np.arange(len(split))) for split in (tr, ev)]
     for ex in everything:
         assert ex["input_ids"].max() < tok.get_vocab_size()
         assert ex["input_ids"].shape[1] == 32
-    tok2, tr2, _ = data.load_wikitext2(wikitext_slice, tiny().data, tok)
+    tok2, tr2, _ = batches.load_wikitext2(wikitext_slice, tiny().data, tok)
     np.testing.assert_array_equal(everything[0]["input_ids"], tr2.take(np.arange(len(tr2)))["input_ids"])  # the same
 
 
@@ -140,7 +143,7 @@ def test_resume_keeps_the_learning_rate_of_steps_taken(wikitext_slice, tmp_path)
 def test_both_heads_can_fit_a_fixed_batch(wikitext_slice):
     """NSP barely moves in a short run on WikiText-2; here both heads show they learn when the task allows."""
     cfg = tiny("model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0")
-    tok, train_set, _ = data.load_wikitext2(wikitext_slice, cfg.data)
+    tok, train_set, _ = batches.load_wikitext2(wikitext_slice, cfg.data)
     cfg = config.override(cfg, [f"model.vocab_size={tok.get_vocab_size()}"])
     tx = optim.optimizer(cfg.optim, 100)
     graphdef, state = train.init_state(cfg, tx)
@@ -226,7 +229,7 @@ def test_accumulating_micro_batches_equals_one_large_batch(objective, wikitext_s
     """k micro-batches of B/k inside one step give the update and metrics of one batch of B (dropout off, so
     both see the same function), including micro-batches with different numbers of real predictions."""
     cfg = tiny("model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0", f"data.objective={objective}")
-    tok, train_set, _ = data.load_wikitext2(wikitext_slice, cfg.data)
+    tok, train_set, _ = batches.load_wikitext2(wikitext_slice, cfg.data)
     cfg = config.override(cfg, [f"model.vocab_size={tok.get_vocab_size()}"])
     # Plain SGD: accumulation is a matter of gradients, and SGD passes their float32 differences (the micro-
     # batch sums run in another order) on at lr times their size. Adam would divide them by sqrt(v) + eps
@@ -289,7 +292,7 @@ def test_bfloat16_compute_tracks_float32(wikitext_slice):
     curves, metrics = {}, {}
     for dtype in ("float32", "bfloat16"):
         cfg = tiny("model.hidden_dropout_prob=0", "model.attention_probs_dropout_prob=0", f"model.dtype={dtype}")
-        tok, train_set, _ = data.load_wikitext2(wikitext_slice, cfg.data)
+        tok, train_set, _ = batches.load_wikitext2(wikitext_slice, cfg.data)
         cfg = config.override(cfg, [f"model.vocab_size={tok.get_vocab_size()}"])
         tx = optim.optimizer(cfg.optim, 30)
         graphdef, state = train.init_state(cfg, tx)

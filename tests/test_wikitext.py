@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import DATA_ROOT
 
-from jaxbert import corpus, wikitext
+from jaxbert.data import corpus, wikitext
 from jaxbert.errors import JaxbertError
+
+from conftest import DATA_ROOT
 
 
 def reference(path):

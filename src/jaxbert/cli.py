@@ -22,8 +22,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from jaxbert import config, corpus, rundir, tasks
+from jaxbert import config, rundir
+from jaxbert.data import corpus
 from jaxbert.errors import JaxbertError
+from jaxbert.finetuning import tasks
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("model_dir", type=Path, help="a `jaxbert finetune` output directory")
     pr.add_argument("--file", type=Path, help="read texts from this file (default: standard input)")
 
+    sq = sub.add_parser("squad-split", help="split one SQuAD v1.1 file into train.json and dev.json by article, "
+                                            "for `finetune --task squad` when only one file is at hand")
+    sq.add_argument("file", type=Path, help="a SQuAD v1.1 JSON file, e.g. dev-v1.1.json")
+    sq.add_argument("--out", required=True, type=Path, help="folder to create, for finetune --data")
+    sq.add_argument("--every", type=int, default=4,
+                    help="hold out every N-th article in file order (default 4: a quarter of the articles)")
+
     sub.add_parser("presets", help="list the presets: shape, parameters, training FLOPs per token, defaults")
 
     pl = sub.add_parser("plan", help="parameters, FLOPs per step and memory per device of a preset, per sharding "
@@ -213,6 +222,8 @@ EXAMPLES = {
                  "jaxbert finetune --task squad --data squad/ --init runs/mine --out runs/squad --random-init"],
     "predict": ["echo 'a gripping, funny film' | jaxbert predict runs/sst2",
                 "jaxbert predict runs/squad --file questions.tsv    # QUESTION<TAB>CONTEXT per line"],
+    "squad-split": ["jaxbert squad-split squad/dev-v1.1.json --out runs/squad-split   # then finetune --task squad "
+                    "--data runs/squad-split"],
     "presets": ["jaxbert presets"],
     "plan": ["jaxbert plan --preset bert-large --devices 8 --batch 256"],
     "transfer": ["jaxbert transfer runs/mine --task imdb --data aclImdb_v1.tar.gz --labels 100 500 --seeds 5"],
@@ -263,7 +274,7 @@ def finetune_settings(task: str, given: dict) -> dict:
 
 
 def pretrain(args) -> None:
-    from jaxbert import train  # JAX is imported only for commands that need it
+    from jaxbert.training import train  # JAX is imported only for commands that need it
 
     # A resumed run starts from its own config; --set may then change what `train.resumed_config` allows, and
     # a --preset other than the run's is refused there, naming both.
@@ -286,14 +297,14 @@ def pretrain(args) -> None:
         raise JaxbertError(f"--preset {cfg.preset} trains Google's {config.GOOGLE_STEPS:,} steps; give --budget "
                            "TIME or --set train.steps=N (--dry-run prints the time per step on this machine)")
     if args.coordinator:
-        from jaxbert import sharding
+        from jaxbert.training import sharding
         sharding.initialize(args.coordinator, args.num_processes, args.process_id)
     for line in train.run(cfg, args.out, data_dir=args.data, resume=args.resume, overwrite=args.overwrite):
         print(line)
 
 
 def tokenizer_train(args) -> None:
-    from jaxbert import tokenization
+    from jaxbert.data import tokenization
 
     if (args.out / "tokenizer.json").exists():
         raise JaxbertError(f"{args.out} already holds a tokenizer.json; choose another --out")
@@ -313,8 +324,8 @@ def tokenizer_train(args) -> None:
 
 
 def prepare(args) -> None:
-    from jaxbert import prepare as prep
-    from jaxbert import tokenization
+    from jaxbert.data import prepare as prep
+    from jaxbert.data import tokenization
 
     tok = tokenization.load_any(args.tokenizer)
     manifest = prep.prepare(corpus.expand(args.corpus), args.out, tok, fmt=args.format,
@@ -328,14 +339,14 @@ def prepare(args) -> None:
 
 
 def export(args) -> None:
-    from jaxbert import hf
+    from jaxbert.interop import hf
 
     files = hf.export(args.run_dir, args.out_dir)
     print(f"transformers checkpoint in {args.out_dir}: {', '.join(files)}")
 
 
 def import_(args) -> None:
-    from jaxbert import hf
+    from jaxbert.interop import hf
 
     missing = hf.import_checkpoint(args.hf_dir, args.run_dir, base=args.preset)
     if missing:
@@ -376,11 +387,19 @@ def fill_mask(args) -> None:
             print(f"  {p:.4f}  {token}")
 
 
+def squad_split(args) -> None:
+    from jaxbert.finetuning import squad
+
+    counts = squad.split_by_article(args.file, args.out, args.every)
+    for name, c in counts.items():
+        print(f"{args.out / (name + '.json')}: {c['articles']} articles, {c['questions']} questions")
+
+
 def finetune(args) -> None:
-    from jaxbert import finetune as ft
+    from jaxbert.finetuning import runs
 
     cfg = config.FinetuneConfig(task=args.task, **finetune_settings(args.task, vars(args)))
-    best = ft.run(cfg, args.data, args.init, args.out, random_init=args.random_init)
+    best = runs.run(cfg, args.data, args.init, args.out, random_init=args.random_init)
     show = lambda split: ", ".join(f"{k.removeprefix(split + '_')} {v:.4f}" for k, v in best.items()
                                    if k.startswith(split + "_"))
     chosen = f"epoch {best['epoch']} (validation {show('val')})" if any(k.startswith("val_") for k in best) else \
@@ -390,7 +409,7 @@ def finetune(args) -> None:
 
 
 def predict(args) -> None:
-    from jaxbert import finetune as ft
+    from jaxbert.finetuning import runs
 
     if args.file is not None and not args.file.is_file():
         raise JaxbertError(f"{args.file} does not exist; pass a text file with one input per line")
@@ -402,23 +421,21 @@ def predict(args) -> None:
     filled = [i for i, line in enumerate(lines) if line.strip()]
     texts = [tuple(lines[i].split("\t", 1)) if "\t" in lines[i] else lines[i] for i in filled]
     answers = [""] * len(lines)
-    if ft.read_settings(args.model_dir)["task"] == "squad":
-        from jaxbert import qa
-
+    if runs.read_settings(args.model_dir)["task"] == "squad":
         if not all(isinstance(t, tuple) for t in texts):
             raise JaxbertError("a SQuAD model answers a question about a context: give each as QUESTION<TAB>CONTEXT")
-        for i, answer in zip(filled, qa.answer(args.model_dir, texts)):
+        for i, answer in zip(filled, runs.answer(args.model_dir, texts)):
             answers[i] = answer
     else:
         answers = ["\t"] * len(lines)
-        for i, (label, p) in zip(filled, ft.classify(args.model_dir, texts)):
+        for i, (label, p) in zip(filled, runs.classify(args.model_dir, texts)):
             answers[i] = f"{label}\t{p:.4f}"
     for answer, line in zip(answers, lines):
         print(f"{answer}\t{line}")
 
 
 def glue(args) -> None:
-    from jaxbert import glue as glue_lite
+    from jaxbert.finetuning import glue as glue_lite
 
     out = args.out or args.run_dir / "glue"
     report = glue_lite.run(args.run_dir, args.data, out, seeds=args.seeds, task_names=args.tasks)
@@ -427,13 +444,13 @@ def glue(args) -> None:
 
 
 def presets(args) -> None:
-    from jaxbert import sizes
+    from jaxbert.model import sizes
 
     print("\n".join(sizes.table()))
 
 
 def transfer(args) -> None:
-    from jaxbert import transfer as report
+    from jaxbert.finetuning import transfer as report
 
     try:
         labels = [0 if n == "all" else int(n) for n in args.labels]
@@ -451,7 +468,7 @@ def transfer(args) -> None:
 
 
 def plan(args) -> None:
-    from jaxbert import plan as planner
+    from jaxbert.training import plan as planner
 
     cfg = config.override(config.preset(args.preset), args.set)
     report = planner.plan(cfg, args.devices, args.batch or cfg.train.batch_size, compile_step=not args.no_compile)
@@ -463,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command = {"pretrain": pretrain, "encode": encode, "prepare": prepare, "tokenizer": tokenizer_train,
                    "export": export, "import": import_, "fill-mask": fill_mask, "finetune": finetune,
-                   "glue": glue, "predict": predict, "plan": plan, "transfer": transfer, "presets": presets}
+                   "squad-split": squad_split, "glue": glue, "predict": predict, "plan": plan, "transfer": transfer,
+                   "presets": presets}
         command[args.command](args)
     except JaxbertError as e:
         print(f"jaxbert: error: {e}", file=sys.stderr)

@@ -17,11 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxbert import checkpoint, rundir
-from jaxbert import tokenization
+from jaxbert import rundir
 from jaxbert.config import Config
+from jaxbert.data import tokenization
 from jaxbert.errors import JaxbertError
-from jaxbert.model import BertForPreTraining
+from jaxbert.model.bert import BertForPreTraining
+from jaxbert.training import checkpoint
 
 
 def restore_run(run_dir: Path):

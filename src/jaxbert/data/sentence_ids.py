@@ -13,7 +13,7 @@ import numba
 import numpy as np
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
-from jaxbert import cores, word_table
+from jaxbert.data import cores, word_table
 
 _SPACE, _NEWLINE = 32, 10
 

@@ -22,8 +22,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from jaxbert import corpus, masking, sentence_ids
-from jaxbert import tokenization
+from jaxbert.data import corpus, hashing, sentence_ids, tokenization
 from jaxbert.errors import JaxbertError
 
 MANIFEST = "manifest.json"
@@ -83,7 +82,7 @@ def prepare(files: list[Path], out: Path, tok: Tokenizer, *, fmt: str = "auto", 
         writers = {s: _SplitWriter(tmp / s, dtype) for s in SPLITS}
         empty_docs = _stream(files, writers, tok, fmt=fmt, text_field=text_field, split=split_sentences,
                              chunk=chunk_sentences, route=lambda i: "eval" if not eval_files and
-                             masking.hash_uniform(seed, i) < eval_fraction else "train")
+                             hashing.hash_uniform(seed, i) < eval_fraction else "train")
         if eval_files:
             _stream(eval_files, {"train": writers["eval"]}, tok, fmt=fmt, text_field=text_field,
                     split=split_sentences, chunk=chunk_sentences, route=lambda i: "train")

@@ -17,11 +17,13 @@ import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from jaxbert import checkpoint, data, losses, optim, report, rundir, sharding
-from jaxbert import tokenization
+from jaxbert import rundir
 from jaxbert.config import Config
+from jaxbert.data import batches, tokenization
 from jaxbert.errors import JaxbertError
-from jaxbert.model import BertForPreTraining
+from jaxbert.model import losses
+from jaxbert.model.bert import BertForPreTraining
+from jaxbert.training import checkpoint, optim, report, sharding
 
 
 @flax.struct.dataclass
@@ -148,9 +150,9 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
     """Train `cfg` into `run_dir` (or continue the run there); returns the summary lines."""
     started = time.perf_counter()  # a budget counts from here: loading data and compiling are part of it
     run_dir = Path(run_dir)
-    source = data.locate(data_dir)  # before touching run_dir: a bad --data changes nothing
+    source = batches.locate(data_dir)  # before touching run_dir: a bad --data changes nothing
     sharding.check_batch(sharding.make_mesh(cfg.mesh), cfg.train.batch_size, cfg.train.grad_accum_steps)
-    fingerprint = data.fingerprint(source)
+    fingerprint = batches.fingerprint(source)
     # With several processes, process 0 claims the directory and writes the run's files; every process reads
     # the data and trains (orbax coordinates the checkpoints), and they share one run directory.
     primary = jax.process_index() == 0
@@ -165,23 +167,23 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
            started: float) -> list[str]:
     """`run` once the run directory is claimed."""
     say = report.stage if primary else (lambda text: None)
-    say(f"loading {data.describe(source)}")
+    say(f"loading {batches.describe(source)}")
     if resuming:
         cfg = resumed_config(cfg, run_dir, rundir.latest_step(run_dir))
         tok = tokenization.load(run_dir / rundir.TOKENIZER)
-        _, train_set, eval_set = data.load(source, cfg.data, tok)  # names a tokenizer mismatch first
+        _, train_set, eval_set = batches.load(source, cfg.data, tok)  # names a tokenizer mismatch first
         recorded = rundir.recorded_data(run_dir)
         if recorded and recorded["fingerprint"] != fingerprint:
-            raise JaxbertError(f"--resume: {data.describe(source)} is not the data this run was trained on "
+            raise JaxbertError(f"--resume: {batches.describe(source)} is not the data this run was trained on "
                                f"({recorded['source']}, fingerprint in {run_dir / rundir.DATA}); pass that --data")
-        data.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)  # fails early if too small
+        batches.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)  # fails early if too small
         if primary:
             cfg.save(run_dir / rundir.CONFIG)  # the run's config now says how far it goes
-            rundir.record_data(run_dir, data.describe(source), fingerprint)
+            rundir.record_data(run_dir, batches.describe(source), fingerprint)
     else:
         try:  # every check before the first file is written: a refused run leaves no directory behind
-            tok, train_set, eval_set = data.load(source, cfg.data)
-            data.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)
+            tok, train_set, eval_set = batches.load(source, cfg.data)
+            batches.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)
             if cfg.model.vocab_size not in (0, tok.get_vocab_size()):
                 raise JaxbertError(f"model.vocab_size={cfg.model.vocab_size} does not match the data's tokenizer "
                                    f"({tok.get_vocab_size()} tokens); leave model.vocab_size at 0 or prepare "
@@ -194,7 +196,7 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
         if primary:
             cfg.save(run_dir / rundir.CONFIG)  # first: a run killed from here on is one --overwrite can restart
             tok.save(str(run_dir / rundir.TOKENIZER))
-            rundir.record_data(run_dir, data.describe(source), fingerprint)
+            rundir.record_data(run_dir, batches.describe(source), fingerprint)
 
     batch_size = cfg.train.batch_size
     say(f"{len(train_set):,} training examples, a vocabulary of {cfg.model.vocab_size:,}; building the model")
@@ -344,11 +346,11 @@ def dry_run(cfg: Config, data_dir: str | None = None) -> list[str]:
     """`pretrain --dry-run`: the resolved config, the parameter count and the measured time per step of `cfg` on
     its data (a few throwaway steps); nothing is written."""
     started = time.perf_counter()
-    source = data.locate(data_dir)
-    report.stage(f"loading {data.describe(source)}")
-    tok, train_set, eval_set = data.load(source, cfg.data)
+    source = batches.locate(data_dir)
+    report.stage(f"loading {batches.describe(source)}")
+    tok, train_set, eval_set = batches.load(source, cfg.data)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
-    data.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)  # fails if the data is too small
+    batches.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)  # fails if the data is too small
     mesh, eval_batches, next_batch = _feed(cfg, train_set, eval_set)
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = init_state(cfg, tx)

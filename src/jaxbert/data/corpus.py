@@ -113,7 +113,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 
 def expand(patterns: list[str]) -> list[Path]:
     """Files matching each pattern (a path or a glob), in order; a pattern that matches nothing is an error."""
-    from jaxbert import imdb
+    from jaxbert.data import imdb
 
     files = []
     for pattern in patterns:
@@ -148,7 +148,7 @@ def _lines(path: Path):
 
 
 def _format_of(path: Path, fmt: str) -> str:
-    from jaxbert import imdb
+    from jaxbert.data import imdb
 
     if fmt != "auto":
         return fmt
@@ -181,7 +181,7 @@ def iter_documents(path: Path, fmt: str = "auto", *, text_field: str = "text", s
     """
     fmt = _format_of(Path(path), fmt)
     if fmt == "imdb":
-        from jaxbert import imdb
+        from jaxbert.data import imdb
 
         for review in imdb.pretraining_text(path):
             doc = [s for para in review.split("\n") for s in split_sentences(para)]

@@ -27,11 +27,12 @@ import numpy as np
 from flax import nnx
 from tokenizers import models
 
-from jaxbert import checkpoint, optim, rundir
-from jaxbert import tokenization
+from jaxbert import rundir
 from jaxbert.config import ModelConfig, preset
+from jaxbert.data import tokenization
 from jaxbert.errors import JaxbertError
-from jaxbert.model import ACTIVATIONS, BertForPreTraining
+from jaxbert.model.bert import ACTIVATIONS, BertForPreTraining
+from jaxbert.training import checkpoint, optim
 
 Path_ = tuple  # a path in the parameter tree, e.g. ("layers", 0, "attention", "query", "kernel")
 
@@ -117,13 +118,12 @@ def export(run_dir: Path, out_dir: Path) -> list[str]:
     from safetensors.numpy import save_file
 
     from jaxbert.encode import restore_run
-
-    from jaxbert import finetune
+    from jaxbert.finetuning import runs
 
     out_dir = Path(out_dir)
-    classifier = (Path(run_dir) / finetune.SETTINGS).is_file()  # a `jaxbert finetune` output: a head, not MLM/NSP
+    classifier = (Path(run_dir) / runs.SETTINGS).is_file()  # a `jaxbert finetune` output: a head, not MLM/NSP
     if classifier:
-        settings, cfg, tok, model = finetune.restore(run_dir)
+        settings, cfg, tok, model = runs.restore(run_dir)
     else:
         cfg, tok, model, _ = restore_run(run_dir)
     if out_dir.exists() and any(out_dir.iterdir()):

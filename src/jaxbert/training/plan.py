@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxbert import optim, sharding
-from jaxbert.config import Config, MESH_MODES
+from jaxbert.config import MESH_MODES, Config
 from jaxbert.errors import JaxbertError
-from jaxbert.model import BertForPreTraining
+from jaxbert.model.bert import BertForPreTraining
+from jaxbert.training import optim, sharding
 
 
 def _bytes(tree, devices: int, mode: str) -> int:
@@ -94,7 +94,7 @@ def lowered_step(cfg: Config, rows: int):
 
 def _lower(cfg: Config, tx, graphdef, params, opt_state, rows: int):
     """The train step, lowered as the loop runs it, at `rows` pairs per device."""
-    from jaxbert import train
+    from jaxbert.training import train
 
     state = train.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, opt_state=opt_state)
     train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0), with_nsp=cfg.data.objective != "mlm",

@@ -20,7 +20,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from jaxbert import cores, corpus, word_table
+from jaxbert.data import cores, corpus, word_table
 from jaxbert.errors import JaxbertError
 
 _THREADS = cores.THREADS  # the tests vary it

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, models
 
-from jaxbert import corpus, instances, masking, prepare, wikitext
-from jaxbert import tokenization
 from jaxbert.config import DataConfig
+from jaxbert.data import corpus, instances, masking, prepare, tokenization, wikitext
 from jaxbert.errors import JaxbertError
 
 Batch = dict[str, np.ndarray]  # the fields of masking.FIELDS, leading axis B

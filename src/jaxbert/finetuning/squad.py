@@ -1,6 +1,7 @@
 """Extractive question answering on SQuAD v1.1, the data side: reading, windows of tokens, answers, scores.
 
     examples = squad.read(Path("dev-v1.1.json"))                     # one Example per question
+    squad.split_by_article(Path("dev-v1.1.json"), Path("squad-split"))  # train.json, dev.json: 1 article in 4
     feats = squad.features(examples, tok, train=False)               # numpy arrays, one row per window
     predictions = squad.postprocess(examples, feats, start_logits, end_logits)   # {question id: answer text}
     squad.evaluate(examples, predictions)                            # {"exact_match": ..., "f1": ...} in %
@@ -26,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from jaxbert.data.tokenization import special_ids
 from jaxbert.errors import JaxbertError
-from jaxbert.tokenization import special_ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,31 @@ def read(path: Path) -> list[Example]:
     if not examples:
         raise JaxbertError(f"{path} holds no questions; give a SQuAD v1.1 file with at least one question")
     return examples
+
+
+def split_by_article(path: Path, out: Path, every: int = 4) -> dict[str, dict[str, int]]:
+    """Split one SQuAD v1.1 file into `out/train.json` and `out/dev.json` by article: the `every`-th article in
+    file order (the 4th, 8th, ... by default) is held out, every other one trains, so no paragraph is in both.
+    Returns articles and questions per part."""
+    path, out = Path(path), Path(out)
+    read(path)  # every check a fine-tuning run makes, before anything is written
+    if every < 2:
+        raise JaxbertError(f"--every {every} must be at least 2 (one article in N is held out)")
+    if out.exists() and any(out.iterdir()):
+        raise JaxbertError(f"{out} is not empty; choose a new --out")
+    root = json.loads(path.read_text(encoding="utf-8"))
+    articles = root["data"]
+    parts = {"train": [a for i, a in enumerate(articles) if i % every != every - 1],
+             "dev": [a for i, a in enumerate(articles) if i % every == every - 1]}
+    if not parts["dev"]:
+        raise JaxbertError(f"{path} holds {len(articles)} article(s), too few to hold one in {every} out; give a "
+                           "file with more articles or a smaller --every")
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name, part in parts.items():
+        (out / f"{name}.json").write_text(json.dumps({**root, "data": part}, ensure_ascii=False), encoding="utf-8")
+        counts[name] = {"articles": len(part), "questions": sum(len(p["qas"]) for a in part for p in a["paragraphs"])}
+    return counts
 
 
 def _field(obj, key: str, kind: type | tuple[type, ...], path: Path, where: str):

@@ -20,33 +20,12 @@ import concurrent.futures
 import numba
 import numpy as np
 
-from jaxbert import cores
-from jaxbert.tokenization import SpecialIds
+from jaxbert.data import cores
+from jaxbert.data.hashing import hash_uniform, splitmix64
+from jaxbert.data.tokenization import SpecialIds
 
 FIELDS = ("input_ids", "segment_ids", "valid_lens", "masked_positions", "masked_ids", "masked_weights",
           "nsp_labels")
-
-
-# --- the counter-based hash ------------------------------------------------------------------------------
-
-@numba.njit(cache=True, nogil=True)
-def _splitmix64(x):
-    """SplitMix64's output for state x (a uint64, or an array of them: one definition for both)."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def hash_uniform(*keys) -> np.ndarray:
-    """Uniform [0, 1) floats from integer keys (arrays broadcast together), by chained SplitMix64: the top 53
-    bits of splitmix(... splitmix(splitmix(0 ^ k1) ^ k2) ... ^ kn)."""
-    x = np.zeros((), np.uint64)
-    for k in keys:
-        y = np.bitwise_xor(x, np.asarray(k).astype(np.uint64))
-        # The compiled hash takes arrays or scalars (not 0-d arrays), and gives a scalar back as a Python int.
-        x = np.asarray(_splitmix64(y if y.ndim else y[()]), np.uint64)
-    return (x >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
 # --- what training runs ----------------------------------------------------------------------------------
@@ -80,7 +59,7 @@ def rows(tokens: np.ndarray, a_start, a_len, b_start, b_len, example, *, max_len
 @numba.njit(cache=True, nogil=True)
 def _bits(key, position):
     """`hash_uniform(..., position)` times 2**53, from the hash `key` of the keys before it."""
-    return _splitmix64(key ^ np.uint64(position)) >> np.uint64(11)
+    return splitmix64(key ^ np.uint64(position)) >> np.uint64(11)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -113,9 +92,9 @@ def _rows(tokens, a_start, a_len, b_start, b_len, example, cls, sep, mask, vocab
             valid += lb + 1
         valid_lens[r] = valid
 
-        key = _splitmix64(_splitmix64(_splitmix64(_splitmix64(seed) ^ stream) ^ epoch) ^ np.uint64(example[r]))
-        select, action, replace = _splitmix64(key ^ np.uint64(1)), _splitmix64(key ^ np.uint64(2)), \
-            _splitmix64(key ^ np.uint64(3))
+        key = splitmix64(splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ epoch) ^ np.uint64(example[r]))
+        select, action, replace = splitmix64(key ^ np.uint64(1)), splitmix64(key ^ np.uint64(2)), \
+            splitmix64(key ^ np.uint64(3))
         budget = min(max(1, int(np.rint(valid * mask_prob))), p)
         chosen[:valid] = False
         if not whole_words:

@@ -14,7 +14,8 @@ written by hand: jit's sharding propagation (GSPMD) places them.
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxbert.config import MeshConfig
 from jaxbert.errors import JaxbertError

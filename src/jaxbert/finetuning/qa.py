@@ -15,14 +15,13 @@ over all of a question's windows (`squad.postprocess`).
 from pathlib import Path
 
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
-from jaxbert import finetune, squad
 from jaxbert.config import FinetuneConfig, ModelConfig
 from jaxbert.errors import JaxbertError
-from jaxbert.model import BertForPreTraining
+from jaxbert.finetuning import finetune, squad
+from jaxbert.model.bert import BertForPreTraining
 
 FILES = {"train": ("train-v1.1.json", "train.json"), "dev": ("dev-v1.1.json", "dev.json")}
 INPUTS = ("input_ids", "segment_ids", "valid_lens")
@@ -70,7 +69,7 @@ def find(data_dir: Path, split: str) -> Path:
 
 
 def job(cfg: FinetuneConfig, data_dir: Path, init: Path, random_init: bool) -> finetune.Job:
-    """`finetune.run`'s job for SQuAD: the span model from the run, windows of both splits, EM/F1 on dev."""
+    """`runs.run`'s job for SQuAD: the span model from the run, windows of both splits, EM/F1 on dev."""
     train_examples, dev_examples = squad.read(find(data_dir, "train")), squad.read(find(data_dir, "dev"))
     if cfg.max_train_examples:
         train_examples = train_examples[:cfg.max_train_examples]
@@ -88,16 +87,3 @@ def job(cfg: FinetuneConfig, data_dir: Path, init: Path, random_init: bool) -> f
         return squad.evaluate(dev_examples, squad.postprocess(dev_examples, dev, start, end))
 
     return finetune.Job(source, tok, model, train_arrays, evaluate, "f1", {"pair": True}, span_loss, span_predict)
-
-
-def answer(out_dir: Path, pairs: list[tuple[str, str]], batch_size: int = 32) -> list[str]:
-    """The answer span of each (question, context), cut from the context."""
-    settings, _, tok, model = finetune.restore(out_dir)
-    cfg = FinetuneConfig(**{k: v for k, v in settings.items() if k in FinetuneConfig.__dataclass_fields__})
-    examples = [squad.Example(str(i), q, c, (), ()) for i, (q, c) in enumerate(pairs)]
-    feats = squad.features(examples, tok, train=False, **windows(cfg))
-    graphdef, params = nnx.split(model, nnx.Param)
-    _, predict_step = finetune.make_steps(graphdef, optax.identity(), span_loss, span_predict)
-    start, end = finetune.predict(predict_step, params, {k: feats[k] for k in INPUTS}, batch_size)
-    predictions = squad.postprocess(examples, feats, np.asarray(start), np.asarray(end))
-    return [predictions[e.id] for e in examples]

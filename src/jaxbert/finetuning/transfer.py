@@ -22,10 +22,10 @@ from pathlib import Path
 
 from flax import nnx
 
-from jaxbert import finetune, tasks
 from jaxbert.config import FinetuneConfig
 from jaxbert.encode import restore_run
 from jaxbert.errors import JaxbertError
+from jaxbert.finetuning import finetune, tasks
 
 ARMS = ("pretrained", "random")
 REPORT = "transfer.json"

@@ -88,6 +88,10 @@ class Task:
 
     def read_splits(self, folder: Path) -> tuple[TextPairs, TextPairs]:
         """(training examples, the reported split's) of a folder holding train.tsv and dev.tsv."""
+        missing = [name for name in ("train.tsv", "dev.tsv") if not (Path(folder) / name).is_file()]
+        if missing:
+            raise JaxbertError(f"{folder} holds no {' or '.join(missing)}; --data for --task {self.name} must be a "
+                               "folder with the task's train.tsv and dev.tsv (GLUE's layout)")
         return self.read(Path(folder) / "train.tsv"), self.read(Path(folder) / "dev.tsv")
 
     def read(self, path: Path) -> TextPairs:
@@ -183,7 +187,7 @@ class ReviewsTask(Task):
     """IMDb: `--data` is the archive or its aclImdb/ folder (imdb.py); the test reviews are the reported split."""
 
     def read_splits(self, folder: Path) -> tuple[TextPairs, TextPairs]:
-        from jaxbert import imdb
+        from jaxbert.data import imdb
 
         parts = imdb.reviews(folder, tuple((split, label) for split in ("train", "test") for label in self.labels))
 
