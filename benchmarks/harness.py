@@ -63,7 +63,7 @@ def fresh(args: list[str]) -> dict | None:
         peak_rss_mb = int(Path(tmp, "rss").read_text().split()[-1]) / 1024
     out = {"stdout": stdout, "first_line_s": first_line_s, "wall_s": wall_s, "peak_rss_mb": peak_rss_mb}
     for line in stdout.splitlines():
-        if line.startswith("{"):
+        if line.startswith("{") and line.endswith("}"):  # a JSON object on one line (not pretty-printed JSON)
             out |= json.loads(line)
     return out
 
