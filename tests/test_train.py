@@ -314,3 +314,20 @@ def test_the_newest_checkpoints_are_kept(wikitext_slice, tmp_path):
     train.run(tiny("train.steps=10", "train.checkpoint_every=2", "train.keep_checkpoints=3"), tmp_path / "run",
               data_dir=wikitext_slice)
     assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [6, 8, 10]
+
+
+def test_prng_impl_chooses_dropouts_bits_and_nothing_else(wikitext_slice, tmp_path):
+    """rbg draws other dropout bits than threefry (so other losses from step 2, with dropout 0.2), from the same
+    initial parameters and batches; an unknown implementation is refused; a resumed run cannot change it."""
+    losses = {}
+    for impl in ("threefry2x32", "rbg"):
+        train.run(tiny("train.steps=3", "train.log_every=1", f"train.prng_impl={impl}"), tmp_path / impl,
+                  data_dir=wikitext_slice)
+        losses[impl] = [r["mlm_loss"] for r in rows(tmp_path / impl, "train")]
+        assert all(np.isfinite(losses[impl]))
+    assert losses["threefry2x32"] != losses["rbg"]
+    with pytest.raises(JaxbertError, match="train.prng_impl='philox' is not one of threefry2x32, rbg, unsafe_rbg"):
+        tiny("train.prng_impl=philox")
+    with pytest.raises(JaxbertError, match="train.prng_impl=rbg"):
+        train.run(tiny("train.steps=4", "train.prng_impl=rbg"), tmp_path / "threefry2x32", data_dir=wikitext_slice,
+                  resume=True)

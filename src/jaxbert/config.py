@@ -17,6 +17,7 @@ from jaxbert.rundir import write_atomic
 
 ACTIVATIONS = ("relu", "gelu")
 SCHEDULES = ("constant", "linear", "cosine", "wsd")
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 ALGORITHMS = ("adam", "lamb")
 DTYPES = ("float32", "bfloat16")
 OBJECTIVES = ("nsp", "sop", "mlm", "d2l")
@@ -164,10 +165,15 @@ class TrainConfig:
     # Gradient accumulation: each step runs batch_size / grad_accum_steps pairs at a time inside the jitted step
     # and applies one update for the whole batch (the same update as one batch of batch_size, in less memory).
     grad_accum_steps: int = 1
+    # Dropout's random bits: threefry2x32 (JAX's default) draws the same bits however the batch is sharded; rbg
+    # and unsafe_rbg are faster on TPUs, and their bits depend on the sharding.
+    prng_impl: str = "threefry2x32"
 
     def __post_init__(self):
         _positive(self, "steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "grad_accum_steps",
                   "keep_checkpoints")
+        if self.prng_impl not in PRNG_IMPLS:
+            raise JaxbertError(f"train.prng_impl={self.prng_impl!r} is not one of {', '.join(PRNG_IMPLS)}")
         if self.batch_size % self.grad_accum_steps:
             raise JaxbertError(f"train.batch_size={self.batch_size} is not divisible by train.grad_accum_steps="
                                f"{self.grad_accum_steps}; choose a divisor of the batch size")

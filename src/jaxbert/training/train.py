@@ -230,7 +230,7 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
         state = TrainState(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state)
     start = int(state.step)
 
-    train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
+    train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed, impl=cfg.train.prng_impl),
                                        with_nsp=cfg.data.objective != "mlm",
                                        grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
                                        state_shardings=state_shardings)  # MLM head unpacked: docs/performance.md
@@ -307,7 +307,7 @@ def time_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batche
     """Time throwaway steps from a copy of `state`: what the real loop pays to compile its step (the schedule is
     part of the program, so a run compiles again), each step, and each evaluation."""
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
-    train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed),
+    train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed, impl=cfg.train.prng_impl),
                                        with_nsp=cfg.data.objective != "mlm",
                                        grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
                                        state_shardings=state_shardings)
