@@ -75,6 +75,31 @@ def test_padding_does_not_change_any_output(tied):
     assert mlm1.shape == (3, 3, 50) and nsp1.shape == (3, 2)
 
 
+def test_fused_attention_is_the_written_out_form(monkeypatch):
+    """`jax.nn.dot_product_attention` (what GPUs and TPUs run) gives the written-out attention's outputs and
+    gradients, padded keys masked out; the CPU default is the written-out form. float32: the two differ only in
+    scaling the scores by 1/sqrt(H) before or after the products, an ulp or so per score."""
+    from jaxbert.model.bert import Attention
+
+    model = tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ids, segments, valid, positions = random_batch()
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def run(fused):
+        monkeypatch.setattr(Attention, "fused", fused)
+        f = lambda p: nnx.merge(graphdef, p)(ids, segments, valid, positions)
+        grads = jax.grad(lambda p: sum(jnp.sum(jnp.sin(o)) for o in f(p)))(params)
+        return f(params), grads
+
+    (outs_w, grads_w), (outs_f, grads_f) = run(False), run(True)
+    for a, b in zip(outs_w, outs_f):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads_w), jax.tree.leaves(grads_f)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    monkeypatch.undo()
+    assert Attention.fused is None  # by backend: the written-out form here, on a CPU
+
+
 def test_mlm_logits_are_those_of_the_gathered_positions():
     model = tiny_model()
     ids, segments, valid, positions = random_batch()

@@ -117,17 +117,30 @@ class Attention(nnx.Module):
         self.attention_dropout = Dropout(cfg.attention_probs_dropout_prob)
         self.dropout = Dropout(cfg.hidden_dropout_prob)
 
+    # None: `jax.nn.dot_product_attention` (cuDNN's fused kernels where they apply) on GPUs and TPUs whenever no
+    # attention dropout is drawn, the written-out form on CPUs (where XLA runs it as fast); True or False force one.
+    fused: bool | None = None
+
     def __call__(self, x, key_mask, *, deterministic: bool, rngs: nnx.Rngs | None):
         b, t, _ = x.shape
         split = lambda y: y.reshape(b, t, self.num_heads, self.head_dim)  # (B, T, D) -> (B, T, N, H)
         q, k, v = split(_flat(self.query, x)), split(_flat(self.key, x)), split(_flat(self.value, x))
-        scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(x.dtype)  # (B, N, T, T)
-        scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
-        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(x.dtype)  # float32 whatever the dtype
-        probs = self.attention_dropout(probs, deterministic=deterministic, rngs=rngs)
-        context = jnp.einsum("bnts,bsnh->btnh", probs, v).reshape(b, t, -1)  # (B, T, D)
+        fused = jax.default_backend() != "cpu" if self.fused is None else self.fused
+        if fused and (deterministic or self.attention_dropout.rate == 0.0):
+            # The same function: scores scaled by 1/sqrt(H), masked keys out, softmax in float32.
+            context = jax.nn.dot_product_attention(q, k, v, mask=key_mask[:, None, None, :]).reshape(b, t, -1)
+        else:
+            context = self._written_out(q, k, v, key_mask, deterministic=deterministic, rngs=rngs)
         out = self.dropout(_flat(self.output, context), deterministic=deterministic, rngs=rngs)
         return self.layer_norm(out + x)
+
+    def _written_out(self, q, k, v, key_mask, *, deterministic: bool, rngs: nnx.Rngs | None):
+        b, t = q.shape[:2]
+        scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)  # (B, N, T, T)
+        scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
+        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)  # float32 whatever the dtype
+        probs = self.attention_dropout(probs, deterministic=deterministic, rngs=rngs)
+        return jnp.einsum("bnts,bsnh->btnh", probs, v).reshape(b, t, -1)  # (B, T, D)
 
 
 class Layer(nnx.Module):
