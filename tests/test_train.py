@@ -331,3 +331,27 @@ def test_prng_impl_chooses_dropouts_bits_and_nothing_else(wikitext_slice, tmp_pa
     with pytest.raises(JaxbertError, match="train.prng_impl=rbg"):
         train.run(tiny("train.steps=4", "train.prng_impl=rbg"), tmp_path / "threefry2x32", data_dir=wikitext_slice,
                   resume=True)
+
+
+def test_prefetched_batches_are_the_loops_batches(wikitext_slice, tmp_path):
+    """The background thread builds exactly the batches the loop would (from any start step, in order), and a run
+    with it logs the same metrics as a run without; an error while building reaches the loop."""
+    from jaxbert.data import batches
+    from jaxbert.training.feed import Prefetcher
+
+    cfg = tiny()
+    _, train_set, _ = batches.load(batches.locate(str(wikitext_slice)), cfg.data)
+    with Prefetcher(lambda step: train_set.batch(step, 32), 5, 2) as feed:
+        for step in range(5, 40):
+            got, want = feed.get(step), train_set.batch(step, 32)
+            assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    with Prefetcher(lambda step: 1 // (step - 3), 0, 2) as feed:
+        for step in range(3):
+            feed.get(step)
+        with pytest.raises(ZeroDivisionError):
+            feed.get(3)
+    for depth in (0, 3):
+        train.run(tiny("train.steps=6", "train.log_every=1", f"train.prefetch={depth}"), tmp_path / f"p{depth}",
+                  data_dir=wikitext_slice)
+    strip = lambda r: {k: v for k, v in r.items() if k != "pairs_per_sec"}  # the only measured field
+    assert [strip(r) for r in rows(tmp_path / "p0", "train")] == [strip(r) for r in rows(tmp_path / "p3", "train")]

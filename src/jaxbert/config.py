@@ -168,10 +168,14 @@ class TrainConfig:
     # Dropout's random bits: threefry2x32 (JAX's default) draws the same bits however the batch is sharded; rbg
     # and unsafe_rbg are faster on TPUs, and their bits depend on the sharding.
     prng_impl: str = "threefry2x32"
+    # Host batches built this many steps ahead on a background thread (0: in the loop); the batches are the same.
+    prefetch: int = 2
 
     def __post_init__(self):
         _positive(self, "steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "grad_accum_steps",
                   "keep_checkpoints")
+        if self.prefetch < 0:
+            raise JaxbertError(f"train.prefetch={self.prefetch} is negative; use 0 to build batches in the loop")
         if self.prng_impl not in PRNG_IMPLS:
             raise JaxbertError(f"train.prng_impl={self.prng_impl!r} is not one of {', '.join(PRNG_IMPLS)}")
         if self.batch_size % self.grad_accum_steps:

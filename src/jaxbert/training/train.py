@@ -24,6 +24,7 @@ from jaxbert.errors import JaxbertError
 from jaxbert.model import losses
 from jaxbert.model.bert import BertForPreTraining
 from jaxbert.training import checkpoint, optim, report, sharding
+from jaxbert.training.feed import Prefetcher
 
 
 @flax.struct.dataclass
@@ -243,28 +244,35 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
         rep.eval(0, evaluate(eval_step, state.params, eval_batches))  # the baseline the curves fall from
     sums, interval_start, t0, first = None, start, time.perf_counter(), True
     unchecked = []  # (step, loss + gradient norm) on device, for every step since the last finiteness check
-    for step in range(start + 1, cfg.train.steps + 1):
-        state, metrics = train_step(state, next_batch(step - 1))
-        sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)  # stays on device
-        unchecked.append((step, metrics["loss"] + metrics["grad_norm"]))
-        rep.bar.update()
-        logs = step % cfg.train.log_every == 0 or step == cfg.train.steps
-        saves = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
-        if logs or saves:  # nothing non-finite is logged or checkpointed
-            check_finite(unchecked, mngr, rep, run_dir, cfg)
-            unchecked = []
-        if logs:
-            n = step - interval_start
-            means = {k: float(v) / n for k, v in sharding.to_host(sums).items()}  # host-device sync
-            means["learning_rate"] = float(learning_rate(step - 1))  # of this step's update (optax counts from 0)
-            rep.train(step, means, n * batch_size / (time.perf_counter() - t0), first_interval=first)
-            sums, interval_start, first = None, step, False
-        if eval_batches and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
-            rep.eval(step, evaluate(eval_step, state.params, eval_batches))  # host-device sync
-        if saves:
-            checkpoint.save(mngr, step, state.params, state.opt_state)
-        if sums is None:
-            t0 = time.perf_counter()  # time only training steps, not logging, evaluation or checkpoints
+    host_batch = lambda step: train_set.batch(step, batch_size, jax.process_index(), jax.process_count())
+    feed = Prefetcher(host_batch, start, cfg.train.prefetch) if cfg.train.prefetch else None
+    try:
+        for step in range(start + 1, cfg.train.steps + 1):
+            state, metrics = train_step(state, next_batch(step - 1) if feed is None else
+                                        sharding.put_batch(mesh, feed.get(step - 1)))
+            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)  # stays on device
+            unchecked.append((step, metrics["loss"] + metrics["grad_norm"]))
+            rep.bar.update()
+            logs = step % cfg.train.log_every == 0 or step == cfg.train.steps
+            saves = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
+            if logs or saves:  # nothing non-finite is logged or checkpointed
+                check_finite(unchecked, mngr, rep, run_dir, cfg)
+                unchecked = []
+            if logs:
+                n = step - interval_start
+                means = {k: float(v) / n for k, v in sharding.to_host(sums).items()}  # host-device sync
+                means["learning_rate"] = float(learning_rate(step - 1))  # this step's update's (optax counts from 0)
+                rep.train(step, means, n * batch_size / (time.perf_counter() - t0), first_interval=first)
+                sums, interval_start, first = None, step, False
+            if eval_batches and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
+                rep.eval(step, evaluate(eval_step, state.params, eval_batches))  # host-device sync
+            if saves:
+                checkpoint.save(mngr, step, state.params, state.opt_state)
+            if sums is None:
+                t0 = time.perf_counter()  # time only training steps, not logging, evaluation or checkpoints
+    finally:
+        if feed is not None:
+            feed.close()
     mngr.wait_until_finished()
     rep.plot()
     lines = rep.summary(jax.devices())
@@ -402,7 +410,7 @@ def evaluate(eval_step, params, batches) -> dict:
 # What may change when a run is resumed: how far it goes and how often it reports. Everything else shapes the
 # steps already taken (model, data, optimizer and schedule, batch size, seeds), so it stays as the run was made.
 RESUMABLE = ("train.steps", "train.log_every", "train.eval_every", "train.eval_batches", "train.checkpoint_every",
-             "train.keep_checkpoints")
+             "train.keep_checkpoints", "train.prefetch")
 
 
 def resumed_config(asked: Config, run_dir: Path, step: int) -> Config:
