@@ -289,7 +289,9 @@ def pretrain(args) -> None:
                            "was given, so drop --budget")
     cfg = config.override(base, args.set + ([f"train.budget_s={args.budget}"] if args.budget else []))
     if args.dry_run:
-        for line in train.dry_run(cfg, args.data):
+        from jaxbert.training.dry_run import dry_run
+
+        for line in dry_run(cfg, args.data):
             print(line)
         return
     if (not args.resume and not args.budget and cfg.train.steps == config.GOOGLE_STEPS

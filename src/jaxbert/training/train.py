@@ -4,7 +4,6 @@
 """
 
 import dataclasses
-import json
 import shutil
 import time
 from pathlib import Path
@@ -201,11 +200,7 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
 
     batch_size = cfg.train.batch_size
     say(f"{len(train_set):,} training examples, a vocabulary of {cfg.model.vocab_size:,}; building the model")
-    mesh, eval_batches, next_batch = _feed(cfg, train_set, eval_set)
-    tx = optim.optimizer(cfg.optim, cfg.train.steps)
-    graphdef, state = init_state(cfg, tx)
-    state_shardings = sharding.state_shardings(mesh, cfg.mesh.mode, state)
-    state = jax.device_put(state, state_shardings)
+    mesh, eval_batches, host_batch, next_batch, graphdef, state, state_shardings = setup(cfg, train_set, eval_set)
     if cfg.train.budget_s and not resuming:  # a resumed run keeps the steps fitted when it started
         say(f"fitting train.steps to the budget: compiling, then timing {PROBE_STEPS} steps and an evaluation")
         try:
@@ -222,7 +217,7 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
         say(f"{steps:,} steps fit the budget ({timing.step_s:.3f} s each)")
         if primary:
             cfg.save(run_dir / rundir.CONFIG)
-        tx = optim.optimizer(cfg.optim, cfg.train.steps)
+    tx = optim.optimizer(cfg.optim, cfg.train.steps)
     learning_rate = optim.schedule(cfg.optim, cfg.train.steps)
     mngr = checkpoint.manager(run_dir, keep=cfg.train.keep_checkpoints)
     if resuming:
@@ -231,10 +226,7 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
         state = TrainState(step=jnp.asarray(step, jnp.int32), params=params, opt_state=opt_state)
     start = int(state.step)
 
-    train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed, impl=cfg.train.prng_impl),
-                                       with_nsp=cfg.data.objective != "mlm",
-                                       grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
-                                       state_shardings=state_shardings)  # MLM head unpacked: docs/performance.md
+    train_step, eval_step = compiled_steps(cfg, graphdef, tx, mesh, state_shardings)
     say(f"compiling the train step (the first step pays it), then steps {start + 1} to {cfg.train.steps}")
     pair_task = {"nsp": "NSP", "d2l": "NSP", "sop": "SOP"}.get(cfg.data.objective)  # None: MLM only
     rep = report.Reporter(run_dir / rundir.METRICS, run_dir / rundir.PLOT, total_steps=cfg.train.steps,
@@ -244,7 +236,6 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
         rep.eval(0, evaluate(eval_step, state.params, eval_batches))  # the baseline the curves fall from
     sums, interval_start, t0, first = None, start, time.perf_counter(), True
     unchecked = []  # (step, loss + gradient norm) on device, for every step since the last finiteness check
-    host_batch = lambda step: train_set.batch(step, batch_size, jax.process_index(), jax.process_count())
     feed = Prefetcher(host_batch, start, cfg.train.prefetch) if cfg.train.prefetch else None
     try:
         for step in range(start + 1, cfg.train.steps + 1):
@@ -309,16 +300,17 @@ class Timing:
     compile_s: float  # compiling the train step and the evaluation, paid once by a run
     eval_s: float  # one evaluation (0 without held-out data)
 
+    def per_step(self, eval_every: int) -> float:
+        """A step's share of the run: the step and an evaluation every `eval_every` steps."""
+        return self.step_s + self.eval_s / eval_every
+
 
 def time_steps(cfg: Config, graphdef, state: TrainState, next_batch, eval_batches, *, mesh,
                state_shardings) -> Timing:
     """Time throwaway steps from a copy of `state`: what the real loop pays to compile its step (the schedule is
     part of the program, so a run compiles again), each step, and each evaluation."""
-    tx = optim.optimizer(cfg.optim, cfg.train.steps)
-    train_step, eval_step = make_steps(graphdef, tx, jax.random.key(cfg.train.seed, impl=cfg.train.prng_impl),
-                                       with_nsp=cfg.data.objective != "mlm",
-                                       grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
-                                       state_shardings=state_shardings)
+    train_step, eval_step = compiled_steps(cfg, graphdef, optim.optimizer(cfg.optim, cfg.train.steps), mesh,
+                                           state_shardings)
     probe, times = jax.device_put(jax.tree.map(jnp.copy, state), state_shardings), []
     for i in range(PROBE_STEPS + 1):
         t = time.perf_counter()
@@ -341,8 +333,7 @@ def fit_steps(cfg: Config, timing: Timing, deadline: float) -> int:
     """How many steps of `timing` fit before `deadline` (a `time.perf_counter` value), counting the compiling and
     an evaluation every `train.eval_every` steps. The result is fixed for the rest of the run, so it is as
     reproducible as a step count."""
-    per_step = timing.step_s + timing.eval_s / cfg.train.eval_every
-    steps = int((deadline - time.perf_counter() - timing.compile_s) / per_step)
+    steps = int((deadline - time.perf_counter() - timing.compile_s) / timing.per_step(cfg.train.eval_every))
     if steps < 1:
         raise JaxbertError(f"a budget of {cfg.train.budget_s:.0f} s leaves no time to train (one step takes "
                            f"{timing.step_s:.2f} s after {timing.compile_s:.0f} s of compiling); give a larger "
@@ -350,55 +341,27 @@ def fit_steps(cfg: Config, timing: Timing, deadline: float) -> int:
     return steps
 
 
-def dry_run(cfg: Config, data_dir: str | None = None) -> list[str]:
-    """`pretrain --dry-run`: the resolved config, the parameter count and the measured time per step of `cfg` on
-    its data (a few throwaway steps); nothing is written."""
-    started = time.perf_counter()
-    source = batches.locate(data_dir)
-    report.stage(f"loading {batches.describe(source)}")
-    tok, train_set, eval_set = batches.load(source, cfg.data)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
-    batches.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)  # fails if the data is too small
-    mesh, eval_batches, next_batch = _feed(cfg, train_set, eval_set)
-    tx = optim.optimizer(cfg.optim, cfg.train.steps)
-    graphdef, state = init_state(cfg, tx)
-    state_shardings = sharding.state_shardings(mesh, cfg.mesh.mode, state)
-    state = jax.device_put(state, state_shardings)
-    report.stage(f"compiling, then timing {PROBE_STEPS} steps and an evaluation")
-    timing = time_steps(cfg, graphdef, state, next_batch, eval_batches, mesh=mesh, state_shardings=state_shardings)
-    params = sum(leaf.size for leaf in jax.tree.leaves(state.params))
-    devices = jax.devices()
-    lines = [json.dumps(cfg.to_dict(), indent=2),
-             f"parameters: {params:,}",
-             f"one step: {timing.step_s:.3f} s, {cfg.train.batch_size / timing.step_s:,.0f} examples/s (median of "
-             f"{PROBE_STEPS} steps on {len(devices)} {devices[0].platform.upper()} device(s)); compiling "
-             f"{timing.compile_s:.1f} s; one evaluation {timing.eval_s:.2f} s"]
-    if cfg.train.budget_s:
-        steps = fit_steps(cfg, timing, started + cfg.train.budget_s)
-        lines.append(f"--budget {cfg.train.budget_s:.0f} s fits about {steps:,} steps")
-    else:
-        total = timing.compile_s + cfg.train.steps * (timing.step_s + timing.eval_s / cfg.train.eval_every)
-        lines.append(f"train.steps={cfg.train.steps:,} would take about {_duration(total)}")
-    return lines
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds / size:,.1f} {unit}"
-    return f"{seconds:.0f} s"
-
-
-def _feed(cfg: Config, train_set, eval_set):
-    """(mesh, the held-out batches on devices, step -> that step's training batch on devices)."""
+def setup(cfg: Config, train_set, eval_set):
+    """(mesh, the held-out batches on devices, step -> that step's host batch (this process's share), step -> it
+    on devices, graphdef, the initial train state on devices, its shardings)."""
     batch_size = cfg.train.batch_size
     mesh = sharding.make_mesh(cfg.mesh)
     sharding.check_batch(mesh, batch_size, cfg.train.grad_accum_steps)
     eval_batches = [sharding.put_batch(mesh, sharding.local_share(b))
                     for b in (eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else [])]
-    next_batch = lambda step: sharding.put_batch(mesh, train_set.batch(step, batch_size, jax.process_index(),
-                                                                       jax.process_count()))
-    return mesh, eval_batches, next_batch
+    host_batch = lambda step: train_set.batch(step, batch_size, jax.process_index(), jax.process_count())
+    next_batch = lambda step: sharding.put_batch(mesh, host_batch(step))
+    graphdef, state = init_state(cfg, optim.optimizer(cfg.optim, cfg.train.steps))
+    state_shardings = sharding.state_shardings(mesh, cfg.mesh.mode, state)
+    return mesh, eval_batches, host_batch, next_batch, graphdef, jax.device_put(state, state_shardings), \
+        state_shardings
+
+
+def compiled_steps(cfg: Config, graphdef, tx, mesh, state_shardings):
+    """(train_step, eval_step) of `cfg` (MLM head unpacked: docs/performance.md)."""
+    return make_steps(graphdef, tx, jax.random.key(cfg.train.seed, impl=cfg.train.prng_impl),
+                      with_nsp=cfg.data.objective != "mlm", grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
+                      state_shardings=state_shardings)
 
 
 def evaluate(eval_step, params, batches) -> dict:
