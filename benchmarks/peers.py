@@ -46,7 +46,7 @@ def jaxbert_step(cfg):
 
     tx = optim.optimizer(cfg.optim, cfg.train.steps)
     graphdef, state = train.init_state(cfg, tx)
-    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0))
+    train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0), mlm_chunk=cfg.train.mlm_chunk)
     box = [state]
 
     def step(batch):
@@ -71,6 +71,11 @@ def d2l_torch():
 
 def d2l_step(vocab_size: int, first_batch: dict, lr: float):
     """`step(batch) -> loss` of the book's d2l-tiny `BERTModel` (seed 0): its `_get_batch_loss_bert`, then Adam."""
+    return d2l_trainer(vocab_size, first_batch, lr)[1]
+
+
+def d2l_trainer(vocab_size: int, first_batch: dict, lr: float):
+    """(the book's model, its `step(batch) -> loss`), as `d2l_step`."""
     import torch
     from torch import nn
 
@@ -94,7 +99,7 @@ def d2l_step(vocab_size: int, first_batch: dict, lr: float):
         trainer.step()
         return total.detach()
 
-    return step
+    return net, step
 
 
 def d2l_jax():
@@ -333,10 +338,12 @@ def matmul_peaks(n: int = 2048) -> dict:
 
 
 def step_flops(cfg, rows: int) -> float:
-    """XLA's FLOP count of jaxbert's train step for `cfg` at `rows` rows."""
+    """XLA's FLOP count of jaxbert's train step for `cfg` at `rows` rows, with the plain MLM output layer (XLA counts
+    a loop's body once, and the fused layer's recomputed logits are not the model's FLOPs)."""
+    from jaxbert import config
     from jaxbert.training import plan
 
-    cost = plan.lowered_step(cfg, rows).cost_analysis()
+    cost = plan.lowered_step(config.override(cfg, ["train.mlm_chunk=0"]), rows).cost_analysis()
     return float((cost[0] if isinstance(cost, list) else cost)["flops"])
 
 

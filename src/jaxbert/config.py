@@ -170,10 +170,15 @@ class TrainConfig:
     prng_impl: str = "threefry2x32"
     # Host batches built this many steps ahead on a background thread (0: in the loop); the batches are the same.
     prefetch: int = 2
+    # The MLM output layer fused with its loss, this many vocabulary pieces at a time (model/fused_mlm.py), so the
+    # (predictions, V) logits never exist whole; 0 = the plain layer. The same metrics and gradients either way.
+    mlm_chunk: int = 256
 
     def __post_init__(self):
         _positive(self, "steps", "batch_size", "log_every", "eval_every", "checkpoint_every", "grad_accum_steps",
                   "keep_checkpoints")
+        if self.mlm_chunk < 0:
+            raise JaxbertError(f"train.mlm_chunk={self.mlm_chunk} is negative; use 0 for the plain MLM output layer")
         if self.prefetch < 0:
             raise JaxbertError(f"train.prefetch={self.prefetch} is negative; use 0 to build batches in the loop")
         if self.prng_impl not in PRNG_IMPLS:

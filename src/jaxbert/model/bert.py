@@ -136,11 +136,15 @@ class Attention(nnx.Module):
 
     def _written_out(self, q, k, v, key_mask, *, deterministic: bool, rngs: nnx.Rngs | None):
         b, t = q.shape[:2]
-        scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(q.dtype)  # (B, N, T, T)
+        # Products in the compute dtype summed in float32 (bf16 results are XLA:CPU's slow path, as in
+        # mixed_matmul); the softmax runs in float32 whatever the dtype.
+        scores = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)  # (B, N, T, T)
+        scores = scores / jnp.sqrt(jnp.float32(self.head_dim))
         scores = jnp.where(key_mask[:, None, None, :], scores, jnp.finfo(scores.dtype).min)
-        probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(q.dtype)  # float32 whatever the dtype
+        probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
         probs = self.attention_dropout(probs, deterministic=deterministic, rngs=rngs)
-        return jnp.einsum("bnts,bsnh->btnh", probs, v).reshape(b, t, -1)  # (B, T, D)
+        context = jnp.einsum("bnts,bsnh->btnh", probs, v, preferred_element_type=jnp.float32)
+        return context.astype(q.dtype).reshape(b, t, -1)  # (B, T, D)
 
 
 class Layer(nnx.Module):
@@ -172,10 +176,18 @@ class MLMHead(nnx.Module):
             nnx.initializers.normal(cfg.initializer_range)(rngs.params(), (cfg.hidden_size, cfg.vocab_size)))
         self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,)))
 
+    def hidden(self, h):
+        """(B, P, D) -> the decoder's input (B*P, D), 2-D as in _flat."""
+        return self.layer_norm(self.act(self.transform(h.reshape(-1, h.shape[-1]))))
+
+    def kernel(self, word_embeddings, dtype):
+        """The decoder's (D, V) in the compute dtype."""
+        return (word_embeddings.T if self.decoder is None else self.decoder[...]).astype(dtype)
+
     def __call__(self, h, word_embeddings):
-        b, p, d = h.shape
-        h = self.layer_norm(self.act(self.transform(h.reshape(b * p, d))))  # (B*P, D), 2-D as in _flat
-        kernel = (word_embeddings.T if self.decoder is None else self.decoder[...]).astype(h.dtype)  # (D, V)
+        b, p, _ = h.shape
+        h = self.hidden(h)
+        kernel = self.kernel(word_embeddings, h.dtype)
         logits = h @ kernel if h.dtype == jnp.float32 else mixed_matmul(h, kernel)
         return (logits + self.bias[...]).reshape(b, p, -1)  # (B, P, V)
 

@@ -58,8 +58,11 @@ def plan(cfg: Config, devices: int, batch: int, *, compile_step: bool = True) ->
            "modes": {mode: {"parameters": _bytes(params, devices, mode), "gradients": _bytes(params, devices, mode),
                             "optimizer state": _bytes(opt_state, devices, mode)} for mode in MESH_MODES}}
     lowered = _lower(cfg, tx, graphdef, params, opt_state, batch // devices)
-    if cfg.model.scan_layers:  # XLA's cost analysis counts a loop's body once: count FLOPs on the unrolled step
-        unrolled = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, scan_layers=False, remat=False))
+    if cfg.model.scan_layers or cfg.train.mlm_chunk:
+        # XLA's cost analysis counts a loop's body once: count the model's FLOPs on the step without loops (the
+        # unrolled layers, the plain MLM output layer; the fused layer's recomputed logits are not counted).
+        unrolled = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, scan_layers=False, remat=False),
+                                       train=dataclasses.replace(cfg.train, mlm_chunk=0))
         cost = lowered_step(unrolled, batch // devices).cost_analysis()
     else:
         cost = lowered.cost_analysis()
@@ -98,7 +101,7 @@ def _lower(cfg: Config, tx, graphdef, params, opt_state, rows: int):
 
     state = train.TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, opt_state=opt_state)
     train_step, _ = train.make_steps(graphdef, tx, jax.random.key(0), with_nsp=cfg.data.objective != "mlm",
-                                     grad_accum_steps=cfg.train.grad_accum_steps)
+                                     grad_accum_steps=cfg.train.grad_accum_steps, mlm_chunk=cfg.train.mlm_chunk)
     return train_step.lower(state, _abstract_batch(cfg, rows))
 
 

@@ -20,7 +20,7 @@ from jaxbert import rundir
 from jaxbert.config import Config
 from jaxbert.data import batches, tokenization
 from jaxbert.errors import JaxbertError
-from jaxbert.model import losses
+from jaxbert.model import fused_mlm, losses
 from jaxbert.model.bert import BertForPreTraining
 from jaxbert.training import checkpoint, optim, report, sharding
 from jaxbert.training.feed import Prefetcher
@@ -34,31 +34,44 @@ class TrainState:
 
 
 def forward(graphdef, params, batch, *, deterministic: bool, with_nsp: bool, rngs: nnx.Rngs | None = None,
-            mlm_capacity: int | None = None):
+            mlm_capacity: int | None = None, mlm_chunk: int = 0):
     """MLM and NSP metrics of one batch; the model is rebuilt from (graphdef, params) inside the trace.
 
     With `mlm_capacity` K, the MLM head runs on the batch's real predictions only (weight 1), gathered into K
     rows, whenever there are at most K of them, and on every slot otherwise: the same loss either way, less
-    work for the V-wide output layer when many slots are padding (about 30% of W1's)."""
+    work for the V-wide output layer when many slots are padding (about 30% of W1's). With `mlm_chunk` C > 0 the
+    output layer and its loss run fused, C vocabulary pieces at a time (model/fused_mlm.py): the same metrics,
+    without the whole logits."""
     model = nnx.merge(graphdef, params)
-    if mlm_capacity is None:
+    if mlm_capacity is None and not mlm_chunk:
         _, mlm_logits, nsp_logits = model(batch["input_ids"], batch["segment_ids"], batch["valid_lens"],
                                           batch["masked_positions"], deterministic=deterministic, rngs=rngs)
         return losses.pretraining_metrics(mlm_logits, nsp_logits, batch, with_nsp=with_nsp)
     x = model.encode(batch["input_ids"], batch["segment_ids"], batch["valid_lens"], deterministic=deterministic,
                      rngs=rngs)
     gathered = jnp.take_along_axis(x, batch["masked_positions"][..., None], axis=1)  # (B, P, D)
-    head = lambda h: model.mlm(h, model.embeddings.word_embeddings.embedding[...])  # (b, p, D) -> (b, p, V)
+    embedding = model.embeddings.word_embeddings.embedding[...]
     weights, labels = jnp.asarray(batch["masked_weights"]), jnp.asarray(batch["masked_ids"])
-    real = (weights > 0).sum()
 
-    def packed():
-        rows = jnp.nonzero(weights.reshape(-1) > 0, size=mlm_capacity, fill_value=0)[0]  # (K,) real slots first
-        kept = (jnp.arange(mlm_capacity) < real).astype(weights.dtype)  # the fill rows weigh nothing
-        flat = lambda a: a.reshape(-1, *a.shape[2:])[rows][None]
-        return losses.mlm_metrics(head(flat(gathered)), flat(labels), flat(weights) * kept)
+    def head(h, labels, weights):  # h (b, p, D)
+        if not mlm_chunk:
+            return losses.mlm_metrics(model.mlm(h, embedding), labels, weights)
+        hidden = model.mlm.hidden(h)
+        return fused_mlm.mlm_metrics(hidden, model.mlm.kernel(embedding, hidden.dtype), model.mlm.bias[...],
+                                     labels.reshape(-1), weights.reshape(-1), chunk=mlm_chunk)
 
-    m = jax.lax.cond(real <= mlm_capacity, packed, lambda: losses.mlm_metrics(head(gathered), labels, weights))
+    if mlm_capacity is None:
+        m = head(gathered, labels, weights)
+    else:
+        real = (weights > 0).sum()
+
+        def packed():
+            rows = jnp.nonzero(weights.reshape(-1) > 0, size=mlm_capacity, fill_value=0)[0]  # (K,) real first
+            kept = (jnp.arange(mlm_capacity) < real).astype(weights.dtype)  # the fill rows weigh nothing
+            flat = lambda a: a.reshape(-1, *a.shape[2:])[rows][None]
+            return head(flat(gathered), flat(labels), flat(weights) * kept)
+
+        m = jax.lax.cond(real <= mlm_capacity, packed, lambda: head(gathered, labels, weights))
     pooled = jnp.tanh(model.pooler(x[:, 0]))
     if with_nsp:
         m |= losses.nsp_metrics(model.nsp(pooled), batch["nsp_labels"])
@@ -81,14 +94,16 @@ def capacity_for(batches: list[dict]) -> int | None:
 
 
 def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Array, *, with_nsp: bool = True,
-               grad_accum_steps: int = 1, mesh=None, state_shardings=None, mlm_capacity: int | None = None):
+               grad_accum_steps: int = 1, mesh=None, state_shardings=None, mlm_capacity: int | None = None,
+               mlm_chunk: int = 0):
     """(train_step, eval_step), each jitted once; train_step donates the state it is given and returns it with
     `state_shardings` (sharding.py; None: wherever the compiler puts it), and its metrics replicated on `mesh`.
 
     With `grad_accum_steps` k > 1 the batch is cut into k micro-batches run one after another (`lax.scan`), and
     their gradients and metrics are summed with the weights that make them those of the whole batch: a
     micro-batch's MLM terms by its share of the batch's real predictions, its NSP terms by 1/k.
-    `mlm_capacity` (see `forward`) packs the real predictions of each (micro-)batch.
+    `mlm_capacity` (see `forward`) packs the real predictions of each (micro-)batch; `mlm_chunk` fuses the MLM
+    output layer with its loss.
     """
     k = grad_accum_steps
 
@@ -96,7 +111,7 @@ def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Arra
         def loss_fn(params):
             rngs = nnx.Rngs(dropout=key)  # made inside the differentiated trace, which advances it
             m = forward(graphdef, params, batch, deterministic=False, with_nsp=with_nsp, rngs=rngs,
-                        mlm_capacity=None if mlm_capacity is None else -(-mlm_capacity // k))
+                        mlm_capacity=None if mlm_capacity is None else -(-mlm_capacity // k), mlm_chunk=mlm_chunk)
             m = {name: v * (nsp_share if name.startswith("nsp") else mlm_share) for name, v in m.items()
                  if name != "loss"}
             return m["mlm_loss"] + (m["nsp_loss"] if with_nsp else 0.0), m
@@ -129,7 +144,7 @@ def make_steps(graphdef, tx: optax.GradientTransformation, dropout_key: jax.Arra
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     def eval_step(params, batch) -> dict:
-        return forward(graphdef, params, batch, deterministic=True, with_nsp=with_nsp)
+        return forward(graphdef, params, batch, deterministic=True, with_nsp=with_nsp, mlm_chunk=mlm_chunk)
 
     if state_shardings is None:
         return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
@@ -361,7 +376,7 @@ def compiled_steps(cfg: Config, graphdef, tx, mesh, state_shardings):
     """(train_step, eval_step) of `cfg` (MLM head unpacked: docs/performance.md)."""
     return make_steps(graphdef, tx, jax.random.key(cfg.train.seed, impl=cfg.train.prng_impl),
                       with_nsp=cfg.data.objective != "mlm", grad_accum_steps=cfg.train.grad_accum_steps, mesh=mesh,
-                      state_shardings=state_shardings)
+                      state_shardings=state_shardings, mlm_chunk=cfg.train.mlm_chunk)
 
 
 def evaluate(eval_step, params, batches) -> dict:
