@@ -97,17 +97,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def slurm_port() -> int:
+    """A free port that JAX's SLURM detection derives from a job id: 61440 + SLURM_JOB_ID % 4096."""
+    for port in np.random.default_rng().permutation(np.arange(61440, 65536))[:200]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", int(port)))
+            except OSError:
+                continue
+            return int(port)
+    pytest.skip("no free port in 61440-65535, the range JAX's SLURM detection uses")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["data", "fsdp"])
-def test_two_processes_train_as_one(mode, one_device, wikitext_slice, tmp_path):
+@pytest.mark.parametrize("mode, launch", [("data", "explicit"), ("fsdp", "explicit"), ("data", "slurm")])
+def test_two_processes_train_as_one(mode, launch, one_device, wikitext_slice, tmp_path):
     """`jaxbert pretrain --coordinator`: two processes with one CPU device each, each building only its half of
-    every batch, write one run whose metrics equal the one-process run's."""
-    port, run = free_port(), tmp_path / "run"
+    every batch, write one run whose metrics equal the one-process run's. With `--coordinator auto` the group comes
+    from a SLURM job's environment, as `srun` sets it."""
+    run = tmp_path / "run"
     args = [sys.executable, "-m", "jaxbert.cli", "pretrain", "--preset", "d2l-tiny", "--data", str(wikitext_slice),
-            "--out", str(run), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+            "--out", str(run)]
     args += [a for s in TINY + STEPS + [f"mesh.mode={mode}"] for a in ("--set", s)]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    procs = [subprocess.Popen(args + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE,
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_"))} | {"JAX_PLATFORMS": "cpu"}
+    if launch == "explicit":
+        args += ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
+        per_process = lambda i: (["--process-id", str(i)], env)
+    else:
+        args += ["--coordinator", "auto"]
+        slurm = {"SLURM_JOB_ID": str(slurm_port() - 61440), "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_NTASKS": "2"}
+        per_process = lambda i: ([], env | slurm | {"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)})
+    procs = [subprocess.Popen(args + per_process(i)[0], env=per_process(i)[1], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in (1, 0)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
@@ -126,3 +146,22 @@ def test_a_process_id_outside_the_group_is_refused(capsys):
     assert cli.main(["pretrain", "--out", "unused", "--coordinator", "127.0.0.1:1", "--num-processes", "2",
                      "--process-id", "2"]) == 2
     assert "--process-id 2 must lie in [0, --num-processes 2)" in capsys.readouterr().err
+
+
+def test_auto_without_a_cluster_and_group_flags_without_a_coordinator_are_refused(capsys, tmp_path):
+    from jaxbert import cli
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_"))} | {"JAX_PLATFORMS": "cpu"}
+    # A fresh process: jax.distributed must start before anything touches a device, and this one has.
+    done = subprocess.run([sys.executable, "-m", "jaxbert.cli", "pretrain", "--out", str(tmp_path / "run"),
+                           "--coordinator", "auto", "--set", "train.steps=2"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "--coordinator auto found no cluster to join" in done.stderr, done.stderr
+    assert not (tmp_path / "run").exists()
+    assert cli.main(["pretrain", "--out", "unused", "--coordinator", "auto", "--num-processes", "2"]) == 2
+    assert "drop --num-processes and --process-id" in capsys.readouterr().err
+    assert cli.main(["pretrain", "--out", "unused", "--num-processes", "2", "--set", "train.steps=2"]) == 2
+    assert "need --coordinator" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--out", "unused", "--coordinator", "auto", "--local-device-ids", "0,0"])
+    assert "distinct non-negative device ids" in capsys.readouterr().err

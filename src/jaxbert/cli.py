@@ -48,9 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--coordinator", metavar="HOST:PORT",
                      help="train as one of --num-processes processes (one per host, or several on one machine), "
                           "joined at process 0's HOST:PORT; start every process with the same arguments and its "
-                          "own --process-id")
-    pre.add_argument("--num-processes", type=int, default=1)
-    pre.add_argument("--process-id", type=int, default=0)
+                          "own --process-id. 'auto': read the group from the cluster (SLURM, TPU pods, Open MPI)")
+    pre.add_argument("--num-processes", type=int)
+    pre.add_argument("--process-id", type=int)
+    pre.add_argument("--local-device-ids", type=_device_ids, metavar="IDS",
+                     help="use only these of the host's devices, e.g. 0 or 0,1 (one process per GPU)")
     pre.add_argument("--dry-run", action="store_true",
                      help="print the resolved config, the parameter count and the time per step (a few steps "
                           "timed on the data), then stop; writes nothing")
@@ -231,6 +233,17 @@ EXAMPLES = {
 }
 
 
+def _device_ids(text: str) -> list[int]:
+    """Device ids in `0` or `0,1,3`."""
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of device ids; write e.g. 0 or 0,1") from None
+    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"{text!r} must list distinct non-negative device ids")
+    return ids
+
+
 def _duration(text: str) -> float:
     """Seconds in `90`, `90s`, `10m` or `1.5h`."""
     units = {"s": 1, "m": 60, "h": 3600}
@@ -300,7 +313,10 @@ def pretrain(args) -> None:
                            "TIME or --set train.steps=N (--dry-run prints the time per step on this machine)")
     if args.coordinator:
         from jaxbert.training import sharding
-        sharding.initialize(args.coordinator, args.num_processes, args.process_id)
+        sharding.initialize(args.coordinator, args.num_processes, args.process_id, args.local_device_ids)
+    elif args.num_processes is not None or args.process_id is not None or args.local_device_ids is not None:
+        raise JaxbertError("--num-processes, --process-id and --local-device-ids need --coordinator (HOST:PORT or "
+                           "auto)")
     for line in train.run(cfg, args.out, data_dir=args.data, resume=args.resume, overwrite=args.overwrite):
         print(line)
 

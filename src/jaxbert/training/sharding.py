@@ -83,10 +83,26 @@ def to_host(tree):
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
 
 
-def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
+def initialize(coordinator: str, num_processes: int | None = None, process_id: int | None = None,
+               local_device_ids: list[int] | None = None) -> None:
     """Join a group of `num_processes` processes (one per host, or several on one) before anything runs on a
-    device; on CPUs the collectives go through gloo."""
+    device; on CPUs the collectives go through gloo. `coordinator="auto"` lets `jax.distributed` read the group
+    from the cluster's environment (SLURM, TPU pods, Open MPI, ...); `local_device_ids` limits this process to
+    those of its host's devices (one process per GPU)."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator == "auto":
+        if num_processes is not None or process_id is not None:
+            raise JaxbertError("--coordinator auto reads the process count and id from the cluster; drop "
+                               "--num-processes and --process-id")
+        try:
+            jax.distributed.initialize(local_device_ids=local_device_ids)
+        except ValueError as e:  # no cluster environment detected
+            raise JaxbertError(f"--coordinator auto found no cluster to join ({e}); outside SLURM, a TPU pod or "
+                               "Open MPI give --coordinator HOST:PORT --num-processes N --process-id I") from None
+        return
+    num_processes = 1 if num_processes is None else num_processes
+    process_id = 0 if process_id is None else process_id
     if not 0 <= process_id < num_processes:
         raise JaxbertError(f"--process-id {process_id} must lie in [0, --num-processes {num_processes})")
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+    jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id,
+                               local_device_ids=local_device_ids)
