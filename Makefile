@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= $(or $(JAXBERT_DATA),$(wildcard ../shared/data/wikitext-2))
 RUN ?= runs/d2l-tiny
 
-.PHONY: demo test test-slow bench transfer-report clean
+.PHONY: demo test test-slow bench quality transfer-report clean
 
 # What jaxbert needs at run time; the test install adds PyTorch, transformers and the peers the tests compare with.
 $(BIN)/.runtime: pyproject.toml
@@ -53,6 +53,14 @@ bench: $(BIN)/.installed
 	cd benchmarks && ../$(BIN)/python prepare_vs_d2l.py --data ../$(SHARED)/wikitext-2
 	cd benchmarks && ../$(BIN)/python prepare_scale.py --data ../$(SHARED)
 	cd benchmarks && ../$(BIN)/python preset_speed.py --data ../$(SHARED)/wikitext-2 --vocab ../$(SHARED)/bert-base-uncased
+	cd benchmarks && ../$(BIN)/python growth.py --data ../$(SHARED)/wikitext-2
+
+# The 10-minute model against the book's loop (docs/performance.md, about 45 minutes on 2 cores): d2l-tiny-fast
+# with --budget 10m, then the book's PyTorch loop scored at 10 and 30 minutes, all on the same wiki.test pairs.
+quality: $(BIN)/.installed
+	$(BIN)/jaxbert pretrain --preset d2l-tiny-fast --data $(SHARED)/wikitext-2 --out runs/d2l-tiny-fast-10m --overwrite --budget 10m
+	cd benchmarks && ../$(BIN)/python pretrain_quality.py --data ../$(SHARED)/wikitext-2 ../runs/d2l-tiny-fast-10m
+	cd benchmarks && ../$(BIN)/python book_loop_quality.py --data ../$(SHARED)/wikitext-2 --minutes 10 30
 
 # The few-labels report of docs/transfer.md, from nothing: an 8,192-piece vocabulary and a 30-minute bert-tiny-cpu
 # run on IMDb's unlabelled and training reviews, then IMDb test (100 and 500 labels) and SST-2 dev (500 labels),

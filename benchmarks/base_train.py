@@ -1,14 +1,16 @@
-"""bert-base pretraining steps at sequence length 128: jaxbert against transformers `BertForPreTraining`, each in
-a fresh process, on the same real batches.
+"""bert-base (or `--preset bert-large`) pretraining steps at sequence length 128: jaxbert against transformers
+`BertForPreTraining`, each in a fresh process, on the same real batches.
 
     python benchmarks/base_train.py --data ../shared/data/wikitext-2 --vocab ../shared/data/bert-base-uncased
+        [--preset bert-large] [--batch 8] [--device cuda]
 
 The batches are WikiText-2 sentence pairs in bert-base-uncased's WordPiece (`jaxbert prepare`) with the bert-base
 preset's data settings (max_len 128, 20 prediction slots, NSP). The table is peers.py's, per sequence; systems:
-jaxbert in float32 and `model.dtype=bfloat16`, transformers eager and under CPU autocast to bfloat16, on
+jaxbert in float32 and `model.dtype=bfloat16`, transformers eager and under autocast to bfloat16 (on `--device`), on
 jaxbert's loss (peers.transformers_loss, tested in tests/test_peers.py).
 """
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,10 +22,15 @@ from peers import arguments, compare, jaxbert_step, load_batches, step_flops, tr
 SYSTEMS = ("jaxbert", "jaxbert-bf16", "transformers", "transformers-bf16")
 
 
+def preset_name() -> str:
+    """$BASE_PRESET (set by `--preset`, inherited by the workers), else bert-base."""
+    return os.environ.get("BASE_PRESET", "bert-base")
+
+
 def base_config(vocab_size: int, bf16: bool = False):
     from jaxbert import config
 
-    return config.override(config.preset("bert-base"), [f"model.vocab_size={vocab_size}", "optim.warmup_steps=0"]
+    return config.override(config.preset(preset_name()), [f"model.vocab_size={vocab_size}", "optim.warmup_steps=0"]
                            + (["model.dtype=bfloat16"] if bf16 else []))
 
 
@@ -47,7 +54,10 @@ def base_step(system: str, vocab_size: int):
     import transformers
 
     torch.manual_seed(0)
-    model = transformers.BertForPreTraining(transformers.BertConfig(vocab_size=vocab_size)).train()
+    m = base_config(vocab_size).model
+    model = transformers.BertForPreTraining(transformers.BertConfig(
+        vocab_size=vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_hidden_layers,
+        num_attention_heads=m.num_attention_heads, intermediate_size=m.intermediate_size)).train()
     return transformers_step(model, torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01),
                              "bf16" if bf16 else "eager")
 
@@ -56,7 +66,9 @@ def main() -> None:
     ap = arguments(__doc__, SYSTEMS, steps=6, warmup=2)
     ap.add_argument("--vocab", type=Path, help="folder with the bert-base-uncased vocab.txt (required)")
     ap.add_argument("--batch", type=int, default=8, help="sequences per step")
+    ap.add_argument("--preset", choices=("bert-base", "bert-large"), default=preset_name())
     args = ap.parse_args()
+    os.environ["PEERS_DEVICE"], os.environ["BASE_PRESET"] = args.device, args.preset  # the workers inherit them
     if args.worker:
         return worker(base_step(args.worker, args.vocab_size), load_batches(args.batches))
     if args.data is None or args.vocab is None:
@@ -65,7 +77,8 @@ def main() -> None:
     print(harness.machine())
     batches, vocab_size = base_batches(Path(args.data), args.vocab, args.batch, args.warmup + args.steps)
     flops = step_flops(base_config(vocab_size), args.batch)
-    print(f"bert-base, T=128, batch {args.batch}: {flops:.3g} FLOP per step (XLA's count of jaxbert's float32 step)")
+    print(f"{args.preset}, T=128, batch {args.batch}: {flops:.3g} FLOP per step (XLA's count of jaxbert's float32 "
+          "step)")
     compare(__file__, args.systems, batches, vocab_size, flops, args.warmup, "sequences")
 
 

@@ -13,6 +13,7 @@ Per system: the median of the steps after `--warmup`, the first step, peak RSS, 
 
 import argparse
 import json
+import os
 import pickle
 import statistics
 import sys
@@ -247,7 +248,7 @@ def keras_targets(batch) -> tuple[dict, dict]:
             {"mlm": w, "nsp": np.ones(len(w), "float32")})
 
 
-def transformers_model(vocab_size):
+def transformers_model(vocab_size, max_len: int = 64):
     import torch
     import transformers
 
@@ -255,7 +256,7 @@ def transformers_model(vocab_size):
     hf_cfg = transformers.BertConfig(vocab_size=vocab_size, hidden_size=128, num_hidden_layers=2,
                                      num_attention_heads=2, intermediate_size=256, hidden_act="relu",
                                      hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2,
-                                     max_position_embeddings=64, tie_word_embeddings=False)
+                                     max_position_embeddings=max_len, tie_word_embeddings=False)
     return transformers.BertForPreTraining(hf_cfg).train()
 
 
@@ -265,7 +266,7 @@ def transformers_loss(model, t):
     import torch.nn.functional as F
 
     ids, valid = t["input_ids"].long(), t["valid_lens"].long()
-    mask = (torch.arange(ids.shape[1])[None] < valid[:, None]).long()
+    mask = (torch.arange(ids.shape[1], device=ids.device)[None] < valid[:, None]).long()
     out = model.bert(input_ids=ids, token_type_ids=t["segment_ids"].long(), attention_mask=mask)
     gathered = torch.gather(out.last_hidden_state, 1,
                             t["masked_positions"].long()[..., None].expand(-1, -1, out.last_hidden_state.shape[-1]))
@@ -283,21 +284,30 @@ def keras_hub_step(vocab_size: int):
     return lambda batch: np.asarray(model.train_on_batch(keras_inputs(batch), *keras_targets(batch))).reshape(-1)[0]
 
 
+def torch_device() -> str:
+    """Where the PyTorch peers run: $PEERS_DEVICE (set by `--device`, inherited by the workers), else cpu."""
+    return os.environ.get("PEERS_DEVICE", "cpu")
+
+
 def transformers_step(model, opt, mode: str = "eager"):
-    """`step(batch) -> loss` of a transformers `BertForPreTraining` on jaxbert's loss: "eager", "compile"
-    (`torch.compile`) or "bf16" (CPU autocast)."""
+    """`step(batch) -> loss` of a transformers `BertForPreTraining` on jaxbert's loss, on `torch_device()`:
+    "eager", "compile" (`torch.compile`) or "bf16" (autocast). Build `opt` on the model before calling: the
+    model moves in place, its parameters stay the ones `opt` holds."""
     import torch
+
+    device = torch_device()
+    model.to(device)
 
     def train_step(t):
         opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=mode == "bf16"):
             loss = transformers_loss(model, t)
         loss.backward()
         opt.step()
         return loss.detach()
 
     fn = torch.compile(train_step) if mode == "compile" else train_step
-    return lambda batch: fn({k: torch.from_numpy(v) for k, v in batch.items()})
+    return lambda batch: fn({k: torch.from_numpy(v).to(device) for k, v in batch.items()})
 
 
 def w1_step(system: str, vocab_size: int, first_batch: dict):
@@ -322,18 +332,20 @@ def worker(step, batches: list[dict]) -> None:
 
 
 def matmul_peaks(n: int = 2048) -> dict:
-    """GFLOP/s of an n^3 matmul (median of 7) in JAX (float32; bfloat16 operands with float32 sums, as
-    `model.mixed_matmul` runs them) and PyTorch (float32, bfloat16)."""
+    """GFLOP/s of an n^3 matmul (median of 7) in JAX on its default device (float32; bfloat16 operands with
+    float32 sums, as `model.mixed_matmul` runs them) and PyTorch on `torch_device()` (float32, bfloat16)."""
     import jax
     import jax.numpy as jnp
     import torch
 
+    device = torch_device()
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     out = {}
     for dtype in ("float32", "bfloat16"):
-        a, t = jnp.ones((n, n), dtype), torch.ones((n, n), dtype=getattr(torch, dtype))
+        a, t = jnp.ones((n, n), dtype), torch.ones((n, n), dtype=getattr(torch, dtype), device=device)
         f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
         out[f"jax {dtype}"] = 2 * n ** 3 / harness.median_seconds(lambda: f(a).block_until_ready()) / 1e9
-        out[f"torch {dtype}"] = 2 * n ** 3 / harness.median_seconds(lambda: t @ t) / 1e9
+        out[f"torch {dtype}"] = 2 * n ** 3 / harness.median_seconds(lambda: (t @ t, sync())) / 1e9
     return out
 
 
@@ -377,6 +389,8 @@ def arguments(doc: str, systems, steps: int, warmup: int) -> argparse.ArgumentPa
     ap.add_argument("--steps", type=int, default=steps, help="steady steps timed after the warmup")
     ap.add_argument("--warmup", type=int, default=warmup, help="first steps left out (compilation)")
     ap.add_argument("--systems", nargs="+", default=list(systems), choices=systems)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default=torch_device(),
+                    help="where the PyTorch peers run (jaxbert runs on JAX's default device)")
     ap.add_argument("--worker", choices=systems, help=argparse.SUPPRESS)
     ap.add_argument("--batches", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
@@ -385,6 +399,7 @@ def arguments(doc: str, systems, steps: int, warmup: int) -> argparse.ArgumentPa
 
 def main() -> None:
     args = arguments(__doc__, SYSTEMS, steps=20, warmup=3).parse_args()
+    os.environ["PEERS_DEVICE"] = args.device  # the workers inherit it
     if args.worker:
         batches = load_batches(args.batches)
         return worker(w1_step(args.worker, args.vocab_size, batches[0]), batches)

@@ -15,6 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# On a GPU, this process and the CLI subprocesses share the device: none may take JAX's default 75% of its memory.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# The parity tests hold jaxbert to float32 references (transformers, the written-out forms): GPUs would otherwise
+# run float32 matmuls as TF32 and TPUs as bf16 passes, which their tolerances do not allow. A no-op on CPUs.
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 
 # A config small enough to train in seconds on 2 CPU cores (the d2l-tiny architecture, shrunk).
 TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_attention_heads=2",

@@ -167,3 +167,30 @@ def test_mixed_matmul_sums_bfloat16_products_in_float32():
         want = np.asarray(exact(a, b).astype(bf16).astype(f32), np.float64)
         assert (np.abs(np.asarray(got.astype(f32), np.float64) - want)
                 <= 2 ** -7 * np.abs(want) + float32_sums(a, b)).all()
+
+
+def test_accelerators_run_plain_bfloat16_dots_and_the_same_function(monkeypatch):
+    """On GPUs and TPUs a bf16 model takes no CPU workaround: plain bf16 dots in its dense layers and
+    `jax.nn.dot_product_attention`. Built as on a GPU (here on the CPU), it computes what the CPU build computes
+    from the same parameters, to bf16's rounding."""
+    from jaxbert.model import bert
+
+    m = dataclasses.replace(config.preset("bert-tiny").model, vocab_size=500, dtype="bfloat16",
+                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    on_cpu = BertForPreTraining(m, rngs=nnx.Rngs(0))
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    on_gpu = BertForPreTraining(m, rngs=nnx.Rngs(0))
+    assert on_cpu.layers[0].intermediate.dot_general is bert._mixed_dot_general
+    assert on_gpu.layers[0].intermediate.dot_general is not bert._mixed_dot_general
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(5, 500, (4, 32)), jnp.int32)
+    args = (ids, jnp.zeros_like(ids), jnp.asarray([32, 20, 9, 3]), jnp.asarray(rng.integers(0, 9, (4, 5))))
+    gpu_out = on_gpu(*args)  # the accelerator path: jax.nn.dot_product_attention, plain dots
+    monkeypatch.undo()
+    cpu_out = on_cpu(*args)
+    for got, want in zip(gpu_out, cpu_out, strict=True):
+        got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+        assert np.isfinite(got).all()
+        # Each side rounds every layer's outputs to bf16 (2**-8) at different points: a few such steps of the
+        # values' scale through two layers.
+        np.testing.assert_allclose(got, want, rtol=0, atol=2**-4 * np.abs(want).max())

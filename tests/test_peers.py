@@ -120,3 +120,25 @@ def test_the_books_pytorch_loss_averages_over_every_slot_padding_included():
     every_slot = dict(batch, masked_weights=np.ones_like(batch["masked_weights"]))
     np.testing.assert_allclose(book(torch.nn.CrossEntropyLoss()), jaxbert_loss(mlm, nsp, every_slot), rtol=1e-5)
     assert abs(jaxbert_loss(mlm, nsp, every_slot) - jaxbert_loss(mlm, nsp, batch)) > 1e-2
+
+
+@pytest.mark.slow
+def test_the_device_check_runs_end_to_end_on_a_cpu(wikitext_dir, tmp_path):
+    """benchmarks/device_check.py as a GPU session will run it, its W1 part on the CPU with one timed step per
+    system: every system reports a finite, positive rate, and the JSON holds the devices and the MFU column."""
+    import json
+    import math
+    import subprocess
+
+    shared = wikitext_dir.parent
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "device_check.py"), "--device", "cpu",
+                           "--parts", "w1", "--steps", "1", "--out", str(tmp_path), "--shared", str(shared)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    assert report["devices"]["backend"] == "cpu" and report["devices"]["devices"]
+    rows = {row["system"]: row for row in report["w1"]["rows"] if "system" in row}
+    assert set(rows) == {"jaxbert", "jaxbert-bf16", "transformers", "transformers-bf16"}, report["w1"]
+    for row in rows.values():
+        assert float(row["median pairs/s"]) > 0 and math.isfinite(float(row["first loss"]))
+        assert 0 < row["MFU"] < 1

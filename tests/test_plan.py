@@ -3,6 +3,7 @@ usual estimate, and the compiled step's activation memory."""
 
 import json
 import math
+import os
 
 import pytest
 
@@ -50,6 +51,8 @@ def test_cli_prints_the_table_and_refuses_an_uneven_batch(capsys):
     assert cli.main(["plan", "--preset", "bert-tiny", "--devices", "4", "--batch", "16", "--no-compile"]) == 0
     out = capsys.readouterr().out
     assert "bert-tiny: 4,433,468 parameters" in out and "fsdp" in out and "FLOPs per step" in out
+    # the machine's own device and whether each mode fits in it (bert-tiny's few MB fit in any host's memory)
+    assert "this machine's CPU device" in out and "data fits, fsdp fits" in out
     assert cli.main(["plan", "--preset", "bert-tiny", "--devices", "3", "--batch", "16"]) == 2
     assert "cannot be split evenly over 3 devices" in capsys.readouterr().err
     with pytest.raises(JaxbertError, match="unknown preset"):
@@ -103,3 +106,9 @@ def test_presets_command_lists_every_preset(capsys):
     assert cli.main(["presets"]) == 0
     out = capsys.readouterr().out
     assert all(f"\n{name} " in out for name in config.PRESETS) and "110.1M" in out and "336.2M" in out
+
+
+def test_the_device_capacity_is_this_machines():
+    device = plan.device_capacity()
+    assert device["platform"] == "cpu"
+    assert device["capacity"] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") > 2**30

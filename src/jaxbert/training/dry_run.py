@@ -21,7 +21,7 @@ def dry_run(cfg: Config, data_dir: str | None = None) -> list[str]:
     tok, train_set, eval_set = batches.load(source, cfg.data)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
     batches.batch_indices(len(train_set), cfg.train.batch_size, cfg.data.seed, 0)  # fails if the data is too small
-    mesh, eval_batches, _, next_batch, graphdef, state, state_shardings = setup(cfg, train_set, eval_set)
+    mesh, eval_batches, next_batch, graphdef, state, state_shardings = setup(cfg, train_set, eval_set)
     report.stage(f"compiling, then timing {PROBE_STEPS} steps and an evaluation")
     timing = time_steps(cfg, graphdef, state, next_batch, eval_batches, mesh=mesh, state_shardings=state_shardings)
     params = sum(leaf.size for leaf in jax.tree.leaves(state.params))

@@ -1,13 +1,13 @@
-"""Batches built ahead of the loop: a background thread makes the host batches of the coming steps while the
-device runs the current one. A batch is a function of its step alone, so the batches are the same as built in
-the loop, only earlier; the compiled data path (numba) releases the GIL while it works."""
+"""Batches built ahead of the loop: a background thread makes the batches of the coming steps and sends them to
+the devices while the devices run the current step. A batch is a function of its step alone, so the batches are
+the same as built in the loop, only earlier; the compiled data path (numba) releases the GIL while it works."""
 
 import queue
 import threading
 
 
 class Prefetcher:
-    """Host batches `make(step)` for steps `start`, `start + 1`, ..., at most `depth` ahead of `get`."""
+    """Batches `make(step)` for steps `start`, `start + 1`, ..., at most `depth` ahead of `get`."""
 
     def __init__(self, make, start: int, depth: int):
         self._queue: queue.Queue = queue.Queue(depth)

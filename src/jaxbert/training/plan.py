@@ -11,6 +11,7 @@ and the rest); `--no-compile` skips the compile, which takes a while for the lar
 """
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -73,12 +74,27 @@ def plan(cfg: Config, devices: int, batch: int, *, compile_step: bool = True) ->
     t, p, d, v = cfg.data.max_len, cfg.data.num_predictions, cfg.model.hidden_size, cfg.model.vocab_size
     encoder = count - v * d - cfg.model.max_position_embeddings * d - v
     out["flops_estimate"] = 6.0 * batch * (encoder * t + (v * d) * p)
+    out["device"] = device_capacity()
     if compile_step:
         memory = lowered.compile().memory_analysis()
         temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
         for mode in MESH_MODES:
             out["modes"][mode]["activations"] = temp
     return out
+
+
+def device_capacity() -> dict:
+    """This machine's first device: its kind, platform and memory in bytes (what the accelerator's allocator may
+    use; on a CPU, the host's physical memory), or None where the backend does not say."""
+    device = jax.devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    capacity = (stats or {}).get("bytes_limit")
+    if capacity is None and device.platform == "cpu":
+        try:
+            capacity = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            capacity = None
+    return {"kind": device.device_kind, "platform": device.platform, "capacity": capacity}
 
 
 def _abstract_state(cfg: Config):
@@ -128,6 +144,11 @@ def lines(report: dict) -> list[str]:
         out.append(f"  {name:<20}{_size(modes['data'][name]):>16}{_size(modes['fsdp'][name]):>16}")
     totals = {m: sum(modes[m][r] or 0 for r in rows) for m in MESH_MODES}
     out.append(f"  {'total':<20}{_size(totals['data']):>16}{_size(totals['fsdp']):>16}")
+    device = report.get("device")
+    if device and device["capacity"]:
+        fits = ", ".join(f"{m} {'fits' if totals[m] <= device['capacity'] else 'does not fit'}" for m in MESH_MODES)
+        out.append(f"  this machine's {device['platform'].upper()} device ({device['kind']}) holds "
+                   f"{_size(device['capacity'])}: {fits}")
     if "activations" in modes["data"]:
         out.append("  (activations: the compiled step's temporaries at one device's share of the batch; under fsdp "
                    "each device also gathers one layer's weights at a time)")

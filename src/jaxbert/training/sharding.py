@@ -66,8 +66,11 @@ def state_shardings(mesh: Mesh, mode: str, tree):
 
 
 def put_batch(mesh: Mesh, local: dict) -> dict:
-    """This process's rows of a global batch, as global arrays split over the mesh's data axis."""
+    """This process's rows of a global batch, as global arrays split over the mesh's data axis: one `device_put`
+    of the whole batch in a single process, one array at a time from this process's rows in several."""
     sharding = batch_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put({k: np.asarray(v) for k, v in local.items()}, sharding)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
 
 

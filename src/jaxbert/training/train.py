@@ -215,7 +215,7 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
 
     batch_size = cfg.train.batch_size
     say(f"{len(train_set):,} training examples, a vocabulary of {cfg.model.vocab_size:,}; building the model")
-    mesh, eval_batches, host_batch, next_batch, graphdef, state, state_shardings = setup(cfg, train_set, eval_set)
+    mesh, eval_batches, next_batch, graphdef, state, state_shardings = setup(cfg, train_set, eval_set)
     if cfg.train.budget_s and not resuming:  # a resumed run keeps the steps fitted when it started
         say(f"fitting train.steps to the budget: compiling, then timing {PROBE_STEPS} steps and an evaluation")
         try:
@@ -251,13 +251,13 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
         rep.eval(0, evaluate(eval_step, state.params, eval_batches))  # the baseline the curves fall from
     sums, interval_start, t0, first = None, start, time.perf_counter(), True
     unchecked = []  # (step, loss + gradient norm) on device, for every step since the last finiteness check
-    feed = Prefetcher(host_batch, start, cfg.train.prefetch) if cfg.train.prefetch else None
+    # The feed builds each batch and sends it to the devices on its own thread, ahead of the step that takes it.
+    feed = Prefetcher(next_batch, start, cfg.train.prefetch) if cfg.train.prefetch else None
     try:
         for step in range(start + 1, cfg.train.steps + 1):
-            state, metrics = train_step(state, next_batch(step - 1) if feed is None else
-                                        sharding.put_batch(mesh, feed.get(step - 1)))
-            sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)  # stays on device
-            unchecked.append((step, metrics["loss"] + metrics["grad_norm"]))
+            state, metrics = train_step(state, next_batch(step - 1) if feed is None else feed.get(step - 1))
+            sums, check = accumulate(sums, metrics)  # stays on device
+            unchecked.append((step, check))
             rep.bar.update()
             logs = step % cfg.train.log_every == 0 or step == cfg.train.steps
             saves = step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps
@@ -286,6 +286,14 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
         lines.append(f"{cfg.train.steps} steps fitted to a budget of {cfg.train.budget_s:.0f} s; "
                      f"the run took {time.perf_counter() - started:.0f} s")
     return lines
+
+
+@jax.jit
+def accumulate(sums: dict | None, metrics: dict) -> tuple[dict, jax.Array]:
+    """The log interval's metric sums with this step's added (None: the interval's first step), and the value
+    whose finiteness `check_finite` checks: one dispatch a step instead of one per metric."""
+    sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
+    return sums, metrics["loss"] + metrics["grad_norm"]
 
 
 def check_finite(unchecked: list, mngr, rep, run_dir: Path, cfg: Config) -> None:
@@ -357,19 +365,18 @@ def fit_steps(cfg: Config, timing: Timing, deadline: float) -> int:
 
 
 def setup(cfg: Config, train_set, eval_set):
-    """(mesh, the held-out batches on devices, step -> that step's host batch (this process's share), step -> it
-    on devices, graphdef, the initial train state on devices, its shardings)."""
+    """(mesh, the held-out batches on devices, step -> that step's batch on devices (built from this process's
+    share), graphdef, the initial train state on devices, its shardings)."""
     batch_size = cfg.train.batch_size
     mesh = sharding.make_mesh(cfg.mesh)
     sharding.check_batch(mesh, batch_size, cfg.train.grad_accum_steps)
     eval_batches = [sharding.put_batch(mesh, sharding.local_share(b))
                     for b in (eval_set.eval_batches(cfg.train.eval_batches, batch_size) if eval_set else [])]
-    host_batch = lambda step: train_set.batch(step, batch_size, jax.process_index(), jax.process_count())
-    next_batch = lambda step: sharding.put_batch(mesh, host_batch(step))
+    next_batch = lambda step: sharding.put_batch(
+        mesh, train_set.batch(step, batch_size, jax.process_index(), jax.process_count()))
     graphdef, state = init_state(cfg, optim.optimizer(cfg.optim, cfg.train.steps))
     state_shardings = sharding.state_shardings(mesh, cfg.mesh.mode, state)
-    return mesh, eval_batches, host_batch, next_batch, graphdef, jax.device_put(state, state_shardings), \
-        state_shardings
+    return mesh, eval_batches, next_batch, graphdef, jax.device_put(state, state_shardings), state_shardings
 
 
 def compiled_steps(cfg: Config, graphdef, tx, mesh, state_shardings):
