@@ -69,9 +69,18 @@ CASES = {
         "use --max-len 512 or less"),
     "predict on a pretraining run": (lambda t, run, wiki, out: ["predict", str(run), "--file", str(run / "config.json")],
                                      "holds no finetune.json"),
-    "export of something that is not a run": (lambda t, run, wiki, out: ["export", str(t), str(out)],
-                                              "is not a jaxbert run directory"),
+    "export of something that is not a run": (lambda t, run, wiki, out: ["export", str(sst2_folder(t, GOOD)),
+                                                                     str(out)], "is not a jaxbert run directory"),
+    "predict on an empty directory": (lambda t, run, wiki, out: ["predict", str(empty(t)), "--file",
+                                                                 str(run / "config.json")], "is empty"),
+    "export of an empty directory": (lambda t, run, wiki, out: ["export", str(empty(t)), str(out)], "is empty"),
 }
+
+
+def empty(tmp_path: Path) -> Path:
+    """What a run killed before its first file leaves: its --out, made and empty."""
+    (tmp_path / "killed").mkdir()
+    return tmp_path / "killed"
 
 
 def fake_finetuned(tmp_path: Path, run: Path) -> Path:

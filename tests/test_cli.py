@@ -251,8 +251,12 @@ def test_out_dir_with_other_files_is_left_alone(wikitext_slice, tmp_path, capsys
 
 
 def test_encode_needs_a_run(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a run")
     code, _, err = jaxbert_cli(capsys, "encode", tmp_path, "a crane")
     one_line_error(code, err, "is not a jaxbert run directory")
+    (tmp_path / "empty").mkdir()
+    code, _, err = jaxbert_cli(capsys, "encode", tmp_path / "empty", "a crane")
+    one_line_error(code, err, "is empty")
 
 
 def test_console_script_exits_non_zero_without_traceback(tmp_path):

@@ -97,9 +97,17 @@ def release(run_dir: Path) -> None:
         os.close(fd)
 
 
+def refuse_empty(run_dir: Path) -> None:
+    """An empty directory is what a run killed before its first file leaves (or a fresh one): say so."""
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        raise JaxbertError(f"{run_dir} is empty: nothing was written there (a run stopped before its first file "
+                           "leaves this); pass a finished run's directory, or run jaxbert into this one")
+
+
 def require_run(run_dir: Path) -> Path:
     """For readers of a finished run (encode, export): a clear error if `run_dir` is not one."""
     run_dir = Path(run_dir)
+    refuse_empty(run_dir)
     if not (run_dir / CONFIG).is_file() or not (run_dir / TOKENIZER).is_file():
         raise JaxbertError(f"{run_dir} is not a jaxbert run directory (no {CONFIG} and {TOKENIZER}); "
                            "pass the --out of a `jaxbert pretrain` run")

@@ -99,6 +99,7 @@ def _run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_i
 
 def read_settings(out_dir: Path) -> dict:
     """A fine-tuned model's finetune.json, or a clear error if `out_dir` is not one."""
+    rundir.refuse_empty(Path(out_dir))
     if not (Path(out_dir) / SETTINGS).is_file():
         raise JaxbertError(f"{out_dir} holds no {SETTINGS}; pass a directory written by jaxbert finetune")
     return json.loads((Path(out_dir) / SETTINGS).read_text())
