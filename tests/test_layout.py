@@ -9,7 +9,7 @@ import jaxbert
 SRC = Path(jaxbert.__file__).parent
 
 # The stages, lowest first: a module may import its own stage's modules and those of lower stages only.
-STAGES = ["errors", "rundir", "config", "data", "model", "training", "encode", "finetuning", "interop", "cli",
+STAGES = ["errors", "storage", "rundir", "config", "data", "model", "training", "encode", "finetuning", "interop", "cli",
           "__init__"]
 # Inside data/, the order a corpus travels in: a module imports only modules above it.
 DATA_ORDER = ["cores", "hashing", "word_table", "imdb", "corpus", "wikitext", "tokenization", "sentence_ids",

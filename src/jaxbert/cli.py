@@ -22,7 +22,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from jaxbert import config, rundir
+from jaxbert import config, rundir, storage
 from jaxbert.data import corpus
 from jaxbert.errors import JaxbertError
 from jaxbert.finetuning import tasks
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="a `jaxbert prepare` directory, several (a corpus prepared in parts, trained on as one in "
                           "the order given), or a folder with wiki.{train,valid}.tokens (default $JAXBERT_DATA, "
                           "else download WikiText-2)")
-    pre.add_argument("--out", type=Path, help="run directory to create (required unless --dry-run)")
+    pre.add_argument("--out", type=run_path, help="run directory to create (required unless --dry-run)")
     pre.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                      help="override one config field, e.g. train.steps=200 (repeatable)")
     pre.add_argument("--budget", type=_duration, metavar="TIME",
@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     exp = sub.add_parser("export", help="write a run as a transformers BertForPreTraining checkpoint (a "
                                         "fine-tuned model as BertForSequenceClassification)")
-    exp.add_argument("run_dir", type=Path)
+    exp.add_argument("run_dir", type=run_path)
     exp.add_argument("out_dir", type=Path)
     imp = sub.add_parser("import", help="turn a transformers BERT checkpoint into a jaxbert run")
     imp.add_argument("hf_dir", type=Path)
@@ -102,14 +102,14 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--preset", default="bert-base", help="where the data/optim/train settings come from")
 
     enc = sub.add_parser("encode", help="print the contextual vectors of a sentence or a sentence pair")
-    enc.add_argument("run_dir", type=Path)
+    enc.add_argument("run_dir", type=run_path)
     what = enc.add_mutually_exclusive_group(required=True)
     what.add_argument("sentence", nargs="?", help="one sentence")
     what.add_argument("--pair", nargs=2, metavar=("A", "B"), help="a sentence pair")
     enc.add_argument("--brief", action="store_true", help="print the tokens and the shape only, not the vectors")
 
     fill = sub.add_parser("fill-mask", help="print the MLM head's likeliest words for each mask token in a text")
-    fill.add_argument("run_dir", type=Path)
+    fill.add_argument("run_dir", type=run_path)
     fill.add_argument("text", help="a text with <mask> (word-level runs) or [MASK] (WordPiece runs)")
     fill.add_argument("--top-k", type=int, default=5, help="how many words per mask (default 5)")
 
@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     ft.add_argument("--data", required=True, type=Path,
                     help="folder with train.tsv and dev.tsv (squad: train-v1.1.json and dev-v1.1.json; imdb: "
                          "aclImdb_v1.tar.gz or its aclImdb/ folder, scored on the test reviews)")
-    ft.add_argument("--init", required=True, type=Path, help="a jaxbert run (pretrained, or imported)")
+    ft.add_argument("--init", required=True, type=run_path, help="a jaxbert run (pretrained, or imported)")
     ft.add_argument("--random-init", action="store_true",
                     help="the run's architecture and tokenizer with fresh weights: the control")
     ft.add_argument("--out", required=True, type=Path, help="directory to create")
@@ -231,6 +231,14 @@ EXAMPLES = {
     "transfer": ["jaxbert transfer runs/mine --task imdb --data aclImdb_v1.tar.gz --labels 100 500 --seeds 5"],
     "glue": ["jaxbert glue runs/mine --data glue/ --seeds 5"],
 }
+
+
+def run_path(text: str):
+    """A run directory: a local folder, or a bucket path (gs://, s3://)."""
+    try:
+        return storage.path(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e}; give a local folder or a bucket path") from None
 
 
 def _device_ids(text: str) -> list[int]:

@@ -13,7 +13,8 @@ import typing
 from pathlib import Path
 
 from jaxbert.errors import JaxbertError
-from jaxbert.rundir import write_atomic
+from jaxbert import storage
+from jaxbert.storage import write_atomic
 
 ACTIVATIONS = ("relu", "gelu")
 SCHEDULES = ("constant", "linear", "cosine", "wsd")
@@ -287,7 +288,7 @@ class Config:
     @classmethod
     def load(cls, path: Path) -> "Config":
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            return cls.from_dict(json.loads(storage.path(path).read_text()))
         except (OSError, json.JSONDecodeError, TypeError) as e:
             raise JaxbertError(f"cannot read config {path}: {e}; is this a jaxbert run directory?") from None
 

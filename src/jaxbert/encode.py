@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxbert import rundir
+from jaxbert import rundir, storage
 from jaxbert.config import Config
 from jaxbert.data import tokenization
 from jaxbert.errors import JaxbertError
@@ -124,4 +124,4 @@ class Encoder:
 
 
 def load(run_dir: str | Path) -> Encoder:
-    return Encoder(Path(run_dir))
+    return Encoder(storage.path(run_dir))

@@ -11,10 +11,11 @@
 
 import json
 import os
-import shutil
 from pathlib import Path
 
+from jaxbert import storage
 from jaxbert.errors import JaxbertError
+from jaxbert.storage import write_atomic  # noqa: F401  (config and report write through rundir's rules)
 
 CONFIG, TOKENIZER, DATA, CHECKPOINTS, METRICS, PLOT = "config.json", "tokenizer.json", "data.json", "checkpoints", \
     "metrics.jsonl", "loss.png"
@@ -24,15 +25,17 @@ RUN_FILES = (CONFIG, TOKENIZER, DATA, CHECKPOINTS, METRICS, PLOT, TENSORBOARD)
 
 
 def latest_step(run_dir: Path) -> int | None:
-    """The newest complete checkpoint step, or None (orbax writes to a temporary name, then renames)."""
-    steps = [int(p.name) for p in (Path(run_dir) / CHECKPOINTS).glob("*") if p.is_dir() and p.name.isdigit()]
-    return max(steps, default=None)
+    """The newest complete checkpoint step, or None. Orbax finishes a step locally by renaming it from a
+    temporary name, on a bucket by writing a commit marker into it; its own listing knows both."""
+    from orbax.checkpoint.path import step as steps  # orbax loads jax: only where a checkpoint is wanted
+
+    return max(steps.checkpoint_steps(storage.path(run_dir) / CHECKPOINTS), default=None)
 
 
 def claim(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
     """Make `run_dir` ready and hold its lock (`release` lets go); True if an existing run is to be resumed.
     Refuses to clobber anything, and refuses a directory another process is writing."""
-    run_dir = Path(run_dir)
+    run_dir = storage.path(run_dir)
     if resume and overwrite:
         raise JaxbertError("--resume and --overwrite contradict each other; pass one")
     if not run_dir.exists():
@@ -68,8 +71,7 @@ def _check(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
             raise JaxbertError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
                                "replace it, or choose another --out")
         for name in RUN_FILES:
-            path = run_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            storage.remove(run_dir / name)
     return False
 
 
@@ -78,9 +80,13 @@ _LOCKS: dict[str, int] = {}  # run directory -> the open descriptor whose flock 
 
 def lock(run_dir: Path) -> None:
     """An exclusive flock on the directory itself (no file is added to it), held until `release` or the
-    process ends: a second process writing the same run (two `--resume`s, say) is refused at once."""
+    process ends: a second process writing the same run (two `--resume`s, say) is refused at once. A bucket
+    has no locks: there, keeping to one writer is the user's part (docs/scaling.md)."""
     import fcntl
 
+    run_dir = storage.path(run_dir)
+    if storage.is_remote(run_dir):
+        return
     fd = os.open(run_dir, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -88,11 +94,11 @@ def lock(run_dir: Path) -> None:
         os.close(fd)
         raise JaxbertError(f"another process is writing {run_dir}; wait for it to finish (or stop it), or choose "
                            "another --out") from None
-    _LOCKS[str(run_dir.resolve())] = fd
+    _LOCKS[os.fspath(run_dir)] = fd
 
 
 def release(run_dir: Path) -> None:
-    fd = _LOCKS.pop(str(Path(run_dir).resolve()), None)
+    fd = _LOCKS.pop(os.fspath(storage.path(run_dir)), None)
     if fd is not None:
         os.close(fd)
 
@@ -106,7 +112,7 @@ def refuse_empty(run_dir: Path) -> None:
 
 def require_run(run_dir: Path) -> Path:
     """For readers of a finished run (encode, export): a clear error if `run_dir` is not one."""
-    run_dir = Path(run_dir)
+    run_dir = storage.path(run_dir)
     refuse_empty(run_dir)
     if not (run_dir / CONFIG).is_file() or not (run_dir / TOKENIZER).is_file():
         raise JaxbertError(f"{run_dir} is not a jaxbert run directory (no {CONFIG} and {TOKENIZER}); "
@@ -124,24 +130,12 @@ def require_run(run_dir: Path) -> Path:
     return run_dir
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` all at once: a process killed meanwhile leaves the old file or the new one,
-    never half of one (the files a resumed run reads are rewritten while it runs)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def record_data(run_dir: Path, source: str, fingerprint: str) -> None:
-    write_atomic(Path(run_dir) / DATA, json.dumps({"source": str(source), "fingerprint": fingerprint}, indent=2) + "\n")
+    write_atomic(storage.path(run_dir) / DATA, json.dumps({"source": str(source), "fingerprint": fingerprint}, indent=2) + "\n")
 
 
 def recorded_data(run_dir: Path) -> dict | None:
     """`{"source", "fingerprint"}` of the run's training data; None for a run that has not trained yet (an
     imported checkpoint) or one made before runs recorded it."""
-    path = Path(run_dir) / DATA
+    path = storage.path(run_dir) / DATA
     return json.loads(path.read_text()) if path.is_file() else None

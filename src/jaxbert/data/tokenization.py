@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from jaxbert import storage
 from jaxbert.errors import JaxbertError
 
 WORD_SPECIALS = ("<unk>", "<pad>", "<mask>", "<cls>", "<sep>")
@@ -150,8 +151,13 @@ def special_ids(tok: Tokenizer) -> SpecialIds:
     return SpecialIds(**ids)
 
 
+def save(tok: Tokenizer, path: Path) -> None:
+    """`tokenizer.json`, locally or in a bucket (the `tokenizers` library writes local files only)."""
+    storage.write_atomic(path, tok.to_str(pretty=True))
+
+
 def load(path: Path) -> Tokenizer:
     try:
-        return Tokenizer.from_file(str(path))
+        return Tokenizer.from_str(storage.path(path).read_text())
     except Exception as e:  # tokenizers raises a bare Exception on a bad file
         raise JaxbertError(f"cannot read tokenizer {path} ({e}); is this a jaxbert run directory?") from None

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxbert import rundir
+from jaxbert import rundir, storage
 from jaxbert.config import Config, FinetuneConfig
 from jaxbert.data import tokenization
 from jaxbert.errors import JaxbertError
@@ -64,7 +64,7 @@ def _run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_i
     settings = {**dataclasses.asdict(cfg), **job.settings, "init": str(init), "random_init": random_init}
     (out / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
     job.source.save(out / rundir.CONFIG)
-    job.tok.save(str(out / rundir.TOKENIZER))
+    tokenization.save(job.tok, out / rundir.TOKENIZER)
     mngr = checkpoint.manager(out)
 
     kept = {}  # the row of the epoch whose parameters are checkpointed
@@ -99,16 +99,17 @@ def _run(cfg: FinetuneConfig, data_dir: Path, init: Path, out: Path, *, random_i
 
 def read_settings(out_dir: Path) -> dict:
     """A fine-tuned model's finetune.json, or a clear error if `out_dir` is not one."""
-    rundir.refuse_empty(Path(out_dir))
-    if not (Path(out_dir) / SETTINGS).is_file():
+    out_dir = storage.path(out_dir)
+    rundir.refuse_empty(out_dir)
+    if not (out_dir / SETTINGS).is_file():
         raise JaxbertError(f"{out_dir} holds no {SETTINGS}; pass a directory written by jaxbert finetune")
-    return json.loads((Path(out_dir) / SETTINGS).read_text())
+    return json.loads((out_dir / SETTINGS).read_text())
 
 
 def restore(out_dir: Path):
     """(settings, source config, tokenizer, model with the kept epoch's parameters) of a fine-tuned model: a
     `Classifier`, or a `qa.SpanModel` for SQuAD."""
-    out_dir, settings = Path(out_dir), read_settings(out_dir)
+    out_dir, settings = storage.path(out_dir), read_settings(out_dir)
     cfg, tok = Config.load(out_dir / rundir.CONFIG), tokenization.load(out_dir / rundir.TOKENIZER)
     if settings["task"] == "squad":
         make = lambda: qa.SpanModel(cfg.model, rngs=nnx.Rngs(0))

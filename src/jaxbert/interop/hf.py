@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 from tokenizers import models
 
-from jaxbert import rundir
+from jaxbert import rundir, storage
 from jaxbert.config import ModelConfig, preset
 from jaxbert.data import tokenization
 from jaxbert.errors import JaxbertError
@@ -121,7 +121,7 @@ def export(run_dir: Path, out_dir: Path) -> list[str]:
     from jaxbert.finetuning import runs
 
     out_dir = Path(out_dir)
-    classifier = (Path(run_dir) / runs.SETTINGS).is_file()  # a `jaxbert finetune` output: a head, not MLM/NSP
+    classifier = (storage.path(run_dir) / runs.SETTINGS).is_file()  # a `jaxbert finetune` output: a head, not MLM/NSP
     if classifier:
         settings, cfg, tok, model = runs.restore(run_dir)
     else:
@@ -294,7 +294,7 @@ def import_checkpoint(hf_dir: Path, run_dir: Path, *, base: str = "bert-base") -
     nnx.replace_by_pure_dict(params, _nest(flat))
     rundir.claim(run_dir, resume=False, overwrite=False)  # refuses a directory that holds anything, or is held
     try:
-        tok.save(str(run_dir / rundir.TOKENIZER))
+        tokenization.save(tok, run_dir / rundir.TOKENIZER)
         cfg.save(run_dir / rundir.CONFIG)
         opt_state = optim.optimizer(cfg.optim, cfg.train.steps).init(params)
         mngr = checkpoint.manager(run_dir)

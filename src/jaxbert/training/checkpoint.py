@@ -8,11 +8,13 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from jaxbert import storage
+
 
 def manager(run_dir: Path, keep: int = 2) -> ocp.CheckpointManager:
     """Orbax's manager of RUN_DIR/checkpoints: saves run in the background and the newest `keep` are kept."""
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(Path(run_dir).absolute() / "checkpoints", options=options)
+    return ocp.CheckpointManager(storage.path(run_dir) / "checkpoints", options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, params, opt_state) -> None:

@@ -1,6 +1,7 @@
 """What a run shows: the progress bar, `metrics.jsonl`, TensorBoard event files, the loss plot and the closing
 summary lines."""
 
+import io
 import json
 import statistics
 import sys
@@ -11,7 +12,8 @@ from matplotlib.figure import Figure  # no pyplot: nothing global (backend, figu
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
-from jaxbert.rundir import write_atomic
+from jaxbert import storage
+from jaxbert.storage import write_atomic
 
 
 def stage(text: str) -> None:
@@ -28,7 +30,7 @@ class Reporter:
         """`pair_task` names the sentence-pair objective in the output (NSP or SOP; None for MLM only);
         its metrics keep the `nsp_` keys either way. Scalars also go to TensorBoard event files in
         `tensorboard_dir` (`train/<metric>`, `eval/<metric>`); a resumed run hides the old files' later steps."""
-        self.metrics_path, self.plot_path = Path(metrics_path), Path(plot_path)
+        self.metrics_path, self.plot_path = storage.path(metrics_path), storage.path(plot_path)
         self.pair_task, self.primary = pair_task, primary  # only the primary process writes anything
         self.tb = None if tensorboard_dir is None or not primary else SummaryWriter(
             str(tensorboard_dir), purge_step=start_step + 1 if start_step else None)
@@ -81,6 +83,9 @@ class Reporter:
         self.rows.append(row)
         if not self.primary:
             return
+        if storage.is_remote(self.metrics_path):  # a bucket object cannot be appended to: upload it whole
+            write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.rows))
+            return
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -100,7 +105,9 @@ class Reporter:
             ax.grid(alpha=0.3)
             ax.legend()
         fig.tight_layout()
-        fig.savefig(self.plot_path, dpi=100)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=100)
+        write_atomic(self.plot_path, png.getvalue())
 
     def summary(self, devices) -> list[str]:
         """The book's two closing lines, from the last logged training interval and the median throughput."""

@@ -4,7 +4,6 @@
 """
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import optax
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from jaxbert import rundir
+from jaxbert import rundir, storage
 from jaxbert.config import Config
 from jaxbert.data import batches, tokenization
 from jaxbert.errors import JaxbertError
@@ -164,7 +163,7 @@ def run(cfg: Config, run_dir: Path, *, data_dir: str | None = None, resume: bool
         overwrite: bool = False) -> list[str]:
     """Train `cfg` into `run_dir` (or continue the run there); returns the summary lines."""
     started = time.perf_counter()  # a budget counts from here: loading data and compiling are part of it
-    run_dir = Path(run_dir)
+    run_dir = storage.path(run_dir)
     source = batches.locate(data_dir)  # before touching run_dir: a bad --data changes nothing
     sharding.check_batch(sharding.make_mesh(cfg.mesh), cfg.train.batch_size, cfg.train.grad_accum_steps)
     fingerprint = batches.fingerprint(source)
@@ -204,13 +203,13 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
                                    f"({tok.get_vocab_size()} tokens); leave model.vocab_size at 0 or prepare "
                                    "the data with a matching tokenizer")
         except BaseException:
-            if primary and not any(run_dir.iterdir()):
+            if primary and run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()
             raise
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.get_vocab_size()))
         if primary:
             cfg.save(run_dir / rundir.CONFIG)  # first: a run killed from here on is one --overwrite can restart
-            tok.save(str(run_dir / rundir.TOKENIZER))
+            tokenization.save(tok, run_dir / rundir.TOKENIZER)
             rundir.record_data(run_dir, batches.describe(source), fingerprint)
 
     batch_size = cfg.train.batch_size
@@ -224,7 +223,7 @@ def _train(cfg: Config, run_dir: Path, source, fingerprint: str, *, resuming: bo
             steps = fit_steps(cfg, timing, started + cfg.train.budget_s)
         except JaxbertError:
             if primary:
-                shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run behind
+                storage.remove(run_dir)  # nothing was trained: leave no half-made run behind
             raise
         if jax.process_count() > 1:  # every process trains process 0's fit
             steps = int(multihost_utils.broadcast_one_to_all(np.int32(steps)))
